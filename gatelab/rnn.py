@@ -1,0 +1,411 @@
+"""GatedRNN: a whole sequence through a gated cell, fast.
+
+Notation: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden features (``H``), ``k`` the
+number of live parameter blocks (learned gates plus the candidate), ``G`` the learned gates.
+
+``GatedRNN`` owns exactly the parameters of ``GatedCell`` (same names, same shapes, same
+initialisation) and equals ``flax.linen.RNN(GatedCell(...))`` in values and gradients; inside it
+concatenates the live blocks so that each time step does one input and one recurrent matmul
+(``(b, d) x (d, k*H)`` hoisted out of the scan as a single ``(b*t, d) x (d, k*H)``, and
+``(b, H) x (H, k*H)`` per step). A removed or tied gate is no block: it costs no FLOPs. The min
+family, whose gates see only ``x``, runs as one ``jax.lax.associative_scan``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax.linen.recurrent import flip_sequences
+
+from gatelab.cells import (
+    Initializer,
+    Params,
+    activation,
+    declare_params,
+    default_kernel_init,
+    default_recurrent_init,
+    gate_value,
+    gated,
+)
+from gatelab.specs import GRUSpec, LSTMSpec, MinSpec, Spec
+
+__all__ = ["GatedRNN", "lstm_sequence", "gru_sequence", "min_sequence"]
+
+Array = jax.Array
+
+
+def _fuse(params: Params, blocks: list[str], name: str) -> Array:
+    return jnp.concatenate([params[b][name] for b in blocks], axis=-1)
+
+
+def _split(s: Array, names: list[str], size: int) -> dict[str, Array]:
+    return {n: s[..., k * size : (k + 1) * size] for k, n in enumerate(names)}
+
+
+def _masked(mask: Array | None, new, old):
+    if mask is None:
+        return new
+    return jax.tree_util.tree_map(lambda n, o: jnp.where(mask, n, o), new, old)
+
+
+# --------------------------------------------------------------------------------------------------
+# LSTM family.
+# --------------------------------------------------------------------------------------------------
+
+
+def lstm_sequence(
+    spec: LSTMSpec,
+    params: Params,
+    x: Array,
+    carry: tuple,
+    mask: Array | None = None,
+    unroll: int = 1,
+    capture: bool = False,
+):
+    """Runs an LSTM spec over time-major inputs.
+
+    Args:
+        spec: the cell's spec.
+        params: the parameters of ``declare_params``.
+        x: inputs (t, b, d).
+        carry: ``(c, h)`` or, with FGR, ``(c, h, a)``, each (b, ...).
+        mask: optional (t, b, 1) booleans; past a sequence's end the carry is held and y is zero.
+        unroll: time steps per scan iteration.
+        capture: also return the live gates' activations and the cell state, each (t, b, H).
+
+    Returns:
+        ``(carry, ys)`` with ``ys`` (t, b, H), or ``(carry, ys, captured)`` with ``capture``.
+    """
+    size = carry[0].shape[-1]
+    learned = list(spec.learned_gates)
+    blocks = [*learned, "candidate"]
+    w_x, w_h, bias = (_fuse(params, blocks, n) for n in ("kernel_x", "kernel_h", "bias"))
+    projected = jnp.einsum("tbd,dk->tbk", x, w_x) + bias
+    recurrence = params["gate_recurrence"]["kernel"] if spec.gate_recurrence and learned else None
+    late = ("output",) if spec.peepholes else ()
+    g_act = activation(spec.candidate_activation)
+    c_act = activation(spec.cell_activation)
+
+    def step(carry, inputs):
+        proj, m = inputs
+        c, h = carry[0], carry[1]
+        s = proj + h @ w_h
+        if recurrence is not None:
+            gates_in = carry[2] @ recurrence
+            s = jnp.concatenate([s[..., : len(learned) * size] + gates_in, s[..., len(learned) * size :]], -1)
+        parts = _split(s, blocks, size)
+        pre = {g: parts[g] for g in learned}
+        if spec.peepholes:
+            for g in learned:
+                if g not in late:
+                    pre[g] = pre[g] + params[g]["peephole"] * c
+        z = g_act(parts["candidate"])
+        early = {g: v for g, v in pre.items() if g not in late}
+        i = gate_value(spec, "input", early)
+        f = gate_value(spec, "forget", early)
+        new_c = gated(f, c) + gated(i, z)
+        if spec.peepholes and "output" in learned:
+            pre["output"] = pre["output"] + params["output"]["peephole"] * new_c
+        o = gate_value(spec, "output", pre)
+        new_h = gated(o, c_act(new_c))
+        new_carry = (new_c, new_h)
+        if len(carry) == 3:
+            new_carry += (
+                jnp.concatenate([jax.nn.sigmoid(pre[g]) for g in learned], -1)
+                if learned
+                else carry[2],
+            )
+        new_carry = _masked(m, new_carry, carry)
+        y = new_h if m is None else jnp.where(m, new_h, 0.0)
+        if not capture:
+            return new_carry, y
+        values = {"input": i, "forget": f, "output": o}
+        return new_carry, (y, {g: v for g, v in values.items() if v is not None}, new_c)
+
+    carry, ys = jax.lax.scan(step, tuple(carry), (projected, mask), unroll=unroll)
+    if not capture:
+        return carry, ys
+    ys, gates, cells = ys
+    return carry, ys, {"gates": gates, "state": {"cell": cells}}
+
+
+# --------------------------------------------------------------------------------------------------
+# GRU family.
+# --------------------------------------------------------------------------------------------------
+
+
+def gru_sequence(
+    spec: GRUSpec,
+    params: Params,
+    x: Array,
+    h: Array,
+    mask: Array | None = None,
+    unroll: int = 1,
+    capture: bool = False,
+):
+    """Runs a GRU spec over time-major inputs (arguments as ``lstm_sequence``; carry ``h``)."""
+    size = h.shape[-1]
+    learned = list(spec.learned_gates)
+    blocks = [*learned, "candidate"]
+    w_x, bias = _fuse(params, blocks, "kernel_x"), _fuse(params, blocks, "bias")
+    projected = jnp.einsum("tbd,dk->tbk", x, w_x) + bias
+    # reset after: one recurrent matmul for gates and candidate; reset before: the candidate's
+    # recurrent matmul must wait for r * h.
+    recurrent_blocks = blocks if spec.reset_after else learned
+    w_h = _fuse(params, recurrent_blocks, "kernel_h") if recurrent_blocks else None
+    bias_h = params["candidate"].get("bias_h")
+    g_act = activation(spec.candidate_activation)
+
+    def step(h, inputs):
+        proj, m = inputs
+        parts = _split(proj, blocks, size)
+        rec = _split(h @ w_h, recurrent_blocks, size) if w_h is not None else {}
+        pre = {g: parts[g] + rec[g] for g in learned}
+        u = gate_value(spec, "update", pre)
+        r = gate_value(spec, "reset", pre)
+        if spec.reset_after:
+            recurrent = rec["candidate"] if bias_h is None else rec["candidate"] + bias_h
+            s = parts["candidate"] + gated(r, recurrent)
+        else:
+            s = parts["candidate"] + gated(r, h) @ params["candidate"]["kernel_h"]
+        h_tilde = g_act(s)
+        new_h = h_tilde if u is None else (1.0 - u) * h + u * h_tilde
+        new_h = _masked(m, new_h, h)
+        y = new_h if m is None else jnp.where(m, new_h, 0.0)
+        if not capture:
+            return new_h, y
+        values = {"update": u, "reset": r}
+        return new_h, (y, {g: v for g, v in values.items() if v is not None})
+
+    h, ys = jax.lax.scan(step, h, (projected, mask), unroll=unroll)
+    if not capture:
+        return h, ys
+    ys, gates = ys
+    return h, ys, {"gates": gates}
+
+
+# --------------------------------------------------------------------------------------------------
+# Min family: h_t = a_t * h_{t-1} + b_t with a, b of x only.
+# --------------------------------------------------------------------------------------------------
+
+
+def _log_sigmoid_pair(s: Array) -> tuple[Array, Array]:
+    """``log sigma(s)`` and ``log(1 - sigma(s))``, stable."""
+    return -jax.nn.softplus(-s), -jax.nn.softplus(s)
+
+
+def _log_g(s: Array) -> Array:
+    """``log g(s)`` with ``g(s) = s + 0.5`` for ``s >= 0`` and ``sigma(s)`` below."""
+    return jnp.where(s >= 0, jnp.log(jnp.maximum(s, 0.0) + 0.5), -jax.nn.softplus(-s))
+
+
+def _log_gate(spec: MinSpec, gate: str, pre: dict[str, Array]) -> Array | None:
+    """``log`` of ``gate_value`` (``None`` for an open gate: log 1 = 0)."""
+    kind, source = spec.mode(gate)
+    match kind:
+        case "learned":
+            return _log_sigmoid_pair(pre[gate])[0]
+        case "complement":
+            return _log_sigmoid_pair(pre[source])[1]
+        case "shared":
+            return _log_sigmoid_pair(pre[source])[0]
+    return None
+
+
+def min_sequence(
+    spec: MinSpec,
+    params: Params,
+    x: Array,
+    h: Array,
+    capture: bool = False,
+):
+    """Runs a min-family spec over time-major inputs as one associative scan.
+
+    The recurrence ``h_t = a_t * h_{t-1} + b_t`` is linear in ``h_0``, so
+    ``h_t = A_t * h_0 + H_t`` with ``A_t = prod_{s<=t} a_s`` and ``H_t`` the scan from zero; in log
+    space ``log H_t = a*_t + logcumsumexp(log b - a*)_t`` with ``a* = cumsum(log a)`` (Feng et al.
+    2024, Appendix B), computed with ``jax.lax.associative_scan(jnp.logaddexp, ...)``.
+
+    Args:
+        spec: the min-family spec.
+        params: the parameters of ``declare_params``.
+        x: inputs (t, b, d).
+        h: initial state (b, H).
+        capture: also return the gates' activations, each (t, b, H).
+
+    Returns:
+        ``(ys, captured)``: every step's state (t, b, H) and the captured gates (or ``None``).
+        The caller selects the final carry (the min family is causal, so padding never leaks).
+    """
+    learned = list(spec.learned_gates)
+    blocks = [*learned, "candidate"]
+    size = h.shape[-1]
+    w_x, bias = _fuse(params, blocks, "kernel_x"), _fuse(params, blocks, "bias")
+    parts = _split(jnp.einsum("tbd,dk->tbk", x, w_x) + bias, blocks, size)
+    pre = {g: parts[g] for g in learned}
+    k = parts["candidate"]
+    captured = None
+    if capture:
+        values = {g: gate_value(spec, g, pre) for g in spec.gates}
+        captured = {"gates": {g: v for g, v in values.items() if v is not None}}
+
+    if spec.family == "gru" and spec.update == "open":
+        return activation(spec.candidate_activation)(k), captured  # h_t = h~_t
+    if spec.log_space:
+        if spec.family == "gru":
+            log_a, log_u = _log_sigmoid_pair(pre["update"])[::-1]
+            log_b = log_u + _log_g(k)
+        else:
+            log_f = _log_gate(spec, "forget", pre)
+            log_i = _log_gate(spec, "input", pre)
+            log_f = jnp.zeros_like(k) if log_f is None else log_f
+            log_i = jnp.zeros_like(k) if log_i is None else log_i
+            if spec.normalize:
+                total = jnp.logaddexp(log_f, log_i)
+                log_f, log_i = log_f - total, log_i - total
+            log_a, log_b = log_f, log_i + _log_g(k)
+        a_star = jnp.cumsum(log_a, axis=0)
+        from_zero = a_star + jax.lax.associative_scan(jnp.logaddexp, log_b - a_star, axis=0)
+        ys = jnp.exp(a_star) * h + jnp.exp(from_zero)
+        return ys, captured
+
+    h_tilde = activation(spec.candidate_activation)(k)
+    if spec.family == "gru":
+        u = gate_value(spec, "update", pre)
+        a, b = 1.0 - u, u * h_tilde
+    else:
+        f = gate_value(spec, "forget", pre)
+        i = gate_value(spec, "input", pre)
+        f = jnp.ones_like(k) if f is None else f
+        i = jnp.ones_like(k) if i is None else i
+        if spec.normalize:
+            f, i = f / (f + i), i / (f + i)
+        a, b = f, i * h_tilde
+
+    def combine(first, second):
+        a1, b1 = first
+        a2, b2 = second
+        return a1 * a2, a2 * b1 + b2
+
+    a_all, b_all = jax.lax.associative_scan(combine, (a, b), axis=0)
+    return a_all * h + b_all, captured
+
+
+# --------------------------------------------------------------------------------------------------
+# The layer.
+# --------------------------------------------------------------------------------------------------
+
+
+class GatedRNN(nn.Module):
+    """A whole sequence through the cell of ``spec``: ``(b, t, d) -> (carry, (b, t, H))``.
+
+    Same parameters as ``GatedCell`` (so ``{"params": {"cell": params}}`` drives
+    ``nn.RNN(GatedCell(...))``) and the same values and gradients; outputs are returned in input
+    order also with ``reverse`` (like ``nn.RNN(..., keep_order=True)``).
+
+    Attributes:
+        features: hidden size ``H``.
+        spec: the cell's spec.
+        reverse: process each sequence from its last valid step to its first.
+        unroll: time steps per scan iteration (LSTM and GRU families).
+    """
+
+    features: int
+    spec: Spec = LSTMSpec()
+    reverse: bool = False
+    unroll: int = 1
+    kernel_init: Initializer = default_kernel_init
+    recurrent_kernel_init: Initializer = default_recurrent_init
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: Array,
+        *,
+        initial_carry=None,
+        seq_lengths: Array | None = None,
+    ):
+        """Runs the sequence.
+
+        Args:
+            inputs: (b, t, d).
+            initial_carry: as ``GatedCell.initialize_carry`` gives; zeros by default.
+            seq_lengths: optional (b,) integer lengths: outputs past a sequence's length are zero
+                and the final carry is the carry at its last valid step.
+
+        Returns:
+            ``(carry, outputs)`` with ``outputs`` (b, t, H).
+        """
+        spec = self.spec
+        params = declare_params(
+            self,
+            spec,
+            inputs.shape[-1],
+            self.features,
+            self.kernel_init,
+            self.recurrent_kernel_init,
+            self.param_dtype,
+        )
+        batch, steps = inputs.shape[:-2], inputs.shape[-2]
+        if len(batch) != 1:
+            raise ValueError(f"GatedRNN expects inputs (batch, time, features), got {inputs.shape}")
+        if initial_carry is None:
+            initial_carry = _zero_carry(spec, batch[0], self.features, self.param_dtype)
+        if self.reverse:
+            inputs = flip_sequences(inputs, seq_lengths, num_batch_dims=1, time_major=False)
+        x = jnp.swapaxes(inputs, 0, 1)  # (t, b, d)
+        mask = None
+        if seq_lengths is not None:
+            mask = (jnp.arange(steps)[:, None] < seq_lengths[None, :])[..., None]
+        capture = self.is_mutable_collection("gates")
+        captured = None
+        match spec:
+            case LSTMSpec():
+                out = lstm_sequence(spec, params, x, initial_carry, mask, self.unroll, capture)
+            case GRUSpec():
+                out = gru_sequence(spec, params, x, initial_carry, mask, self.unroll, capture)
+            case MinSpec():
+                ys, captured = min_sequence(spec, params, x, initial_carry, capture)
+                if seq_lengths is None:
+                    carry = ys[-1]
+                else:
+                    last = jnp.clip(seq_lengths - 1, 0, steps - 1)
+                    carry = ys[last, jnp.arange(batch[0])]
+                    carry = jnp.where(seq_lengths[:, None] > 0, carry, initial_carry)
+                    ys = jnp.where(mask, ys, 0.0)
+                out = (carry, ys)
+        if capture and not isinstance(spec, MinSpec):
+            out, captured = out[:2], out[2]
+        carry, ys = out
+        outputs = self._order(jnp.swapaxes(ys, 0, 1), seq_lengths)
+        if captured is not None:
+            captured = jax.tree_util.tree_map(
+                lambda v: self._order(jnp.swapaxes(v, 0, 1), seq_lengths), captured
+            )
+            if mask is not None:
+                valid = jnp.swapaxes(mask, 0, 1)
+                captured = jax.tree_util.tree_map(lambda v: jnp.where(valid, v, 0.0), captured)
+            if captured["gates"]:
+                self.sow("gates", "activations", captured["gates"])
+            if "state" in captured:
+                self.sow("state", "cell", captured["state"]["cell"])
+        return carry, outputs
+
+    def _order(self, values: Array, seq_lengths: Array | None) -> Array:
+        if not self.reverse:
+            return values
+        return flip_sequences(values, seq_lengths, num_batch_dims=1, time_major=False)
+
+
+def _zero_carry(spec: Spec, batch: int, features: int, dtype) -> Any:
+    zeros = jnp.zeros((batch, features), dtype)
+    match spec:
+        case LSTMSpec(gate_recurrence=True):
+            return zeros, zeros, jnp.zeros((batch, len(spec.learned_gates) * features), dtype)
+        case LSTMSpec():
+            return zeros, zeros
+    return zeros
