@@ -23,7 +23,14 @@ import jax.numpy as jnp
 
 from gatelab.specs import GRUSpec, LSTMSpec, MinSpec, Spec
 
-__all__ = ["GatedCell", "declare_params", "gate_value", "gated", "activation"]
+__all__ = [
+    "GatedCell",
+    "activation",
+    "broadcast_vectors",
+    "declare_params",
+    "gate_value",
+    "gated",
+]
 
 Array = jax.Array
 Params = dict[str, dict[str, Array]]
@@ -73,6 +80,15 @@ def gate_value(spec: Spec, gate: str, pre: dict[str, Array]) -> Array | None:
     raise AssertionError(kind)
 
 
+def broadcast_vectors(params: Params, ndim: int) -> Params:
+    """Reshapes every (H,) parameter to (1, ..., 1, H) for operands of rank ``ndim``.
+
+    Explicit, so that code runs under ``jax_numpy_rank_promotion="raise"``.
+    """
+    lead = (1,) * (ndim - 1)
+    return jax.tree_util.tree_map(lambda v: v.reshape(lead + v.shape) if v.ndim == 1 else v, params)
+
+
 def gated(gate: Array | None, x: Array) -> Array:
     """``gate * x``, where an open gate (``None``) is the constant 1 and costs nothing."""
     return x if gate is None else gate * x
@@ -117,9 +133,7 @@ class _Part(nn.Module):
 
 
 def _constant(value) -> Initializer:
-    return lambda key, shape, dtype=jnp.float32: jnp.broadcast_to(
-        jnp.asarray(value, dtype), shape
-    )
+    return lambda key, shape, dtype=jnp.float32: jnp.broadcast_to(jnp.asarray(value, dtype), shape)
 
 
 def _chrono_init(tmax: float, sign: float) -> Initializer:
@@ -201,9 +215,7 @@ def declare_params(
             biases = {"update": spec.update_bias, "reset": spec.reset_bias}
             for gate in spec.learned_gates:
                 params[gate] = part(gate, bias_init=_constant(biases[gate]))
-            params["candidate"] = part(
-                "candidate", recurrent_bias=spec.recurrent_candidate_bias
-            )
+            params["candidate"] = part("candidate", recurrent_bias=spec.recurrent_candidate_bias)
             return params
         case MinSpec():
             for gate in spec.learned_gates:
@@ -273,7 +285,7 @@ class GatedCell(nn.RNNCellBase):
 
     @nn.compact
     def __call__(self, carry, inputs: Array):
-        """One step: ``carry`` from ``initialize_carry`` or the previous step, ``inputs`` (..., D)."""
+        """One step: ``carry`` from ``initialize_carry``, ``inputs`` (..., D)."""
         params = declare_params(
             self,
             self.spec,
@@ -283,6 +295,7 @@ class GatedCell(nn.RNNCellBase):
             self.recurrent_kernel_init,
             self.param_dtype,
         )
+        params = broadcast_vectors(params, inputs.ndim)
         match self.spec:
             case LSTMSpec():
                 return self._lstm(params, carry, inputs)

@@ -24,6 +24,7 @@ from gatelab.cells import (
     Initializer,
     Params,
     activation,
+    broadcast_vectors,
     declare_params,
     default_kernel_init,
     default_recurrent_init,
@@ -38,7 +39,15 @@ Array = jax.Array
 
 
 def _fuse(params: Params, blocks: list[str], name: str) -> Array:
+    """The named parameter of every block, concatenated on the last axis."""
     return jnp.concatenate([params[b][name] for b in blocks], axis=-1)
+
+
+def _project(params: Params, blocks: list[str], x: Array) -> Array:
+    """All blocks' input projections at once, ``x W_x + b``: (t, b, d) -> (t, b, k*H)."""
+    w_x = _fuse(params, blocks, "kernel_x")
+    bias = _fuse(params, blocks, "bias").reshape(1, 1, -1)
+    return jnp.einsum("tbd,dk->tbk", x, w_x) + bias
 
 
 def _split(s: Array, names: list[str], size: int) -> dict[str, Array]:
@@ -82,8 +91,9 @@ def lstm_sequence(
     size = carry[0].shape[-1]
     learned = list(spec.learned_gates)
     blocks = [*learned, "candidate"]
-    w_x, w_h, bias = (_fuse(params, blocks, n) for n in ("kernel_x", "kernel_h", "bias"))
-    projected = jnp.einsum("tbd,dk->tbk", x, w_x) + bias
+    projected = _project(params, blocks, x)
+    w_h = _fuse(params, blocks, "kernel_h")
+    params = broadcast_vectors(params, 2)  # peepholes (1, H)
     recurrence = params["gate_recurrence"]["kernel"] if spec.gate_recurrence and learned else None
     late = ("output",) if spec.peepholes else ()
     g_act = activation(spec.candidate_activation)
@@ -95,7 +105,9 @@ def lstm_sequence(
         s = proj + h @ w_h
         if recurrence is not None:
             gates_in = carry[2] @ recurrence
-            s = jnp.concatenate([s[..., : len(learned) * size] + gates_in, s[..., len(learned) * size :]], -1)
+            s = jnp.concatenate(
+                [s[..., : len(learned) * size] + gates_in, s[..., len(learned) * size :]], -1
+            )
         parts = _split(s, blocks, size)
         pre = {g: parts[g] for g in learned}
         if spec.peepholes:
@@ -150,13 +162,13 @@ def gru_sequence(
     size = h.shape[-1]
     learned = list(spec.learned_gates)
     blocks = [*learned, "candidate"]
-    w_x, bias = _fuse(params, blocks, "kernel_x"), _fuse(params, blocks, "bias")
-    projected = jnp.einsum("tbd,dk->tbk", x, w_x) + bias
+    projected = _project(params, blocks, x)
     # reset after: one recurrent matmul for gates and candidate; reset before: the candidate's
     # recurrent matmul must wait for r * h.
     recurrent_blocks = blocks if spec.reset_after else learned
     w_h = _fuse(params, recurrent_blocks, "kernel_h") if recurrent_blocks else None
     bias_h = params["candidate"].get("bias_h")
+    bias_h = None if bias_h is None else bias_h[None, :]
     g_act = activation(spec.candidate_activation)
 
     def step(h, inputs):
@@ -221,8 +233,14 @@ def min_sequence(
     x: Array,
     h: Array,
     capture: bool = False,
+    scan: str = "associative",
 ):
-    """Runs a min-family spec over time-major inputs as one associative scan.
+    """Runs a min-family spec over time-major inputs.
+
+    With ``scan="associative"`` the whole sequence is one ``jax.lax.associative_scan`` (the
+    paper's parallel form: O(log t) depth, the fast choice on accelerators). With
+    ``scan="sequential"`` the same recurrence runs as an elementwise ``lax.scan``: on the CPU it
+    compiles 25-35x faster and runs no slower at the sizes measured in ``experiments/bench``.
 
     The recurrence ``h_t = a_t * h_{t-1} + b_t`` is linear in ``h_0``, so
     ``h_t = A_t * h_0 + H_t`` with ``A_t = prod_{s<=t} a_s`` and ``H_t`` the scan from zero; in log
@@ -235,6 +253,7 @@ def min_sequence(
         x: inputs (t, b, d).
         h: initial state (b, H).
         capture: also return the gates' activations, each (t, b, H).
+        scan: ``"associative"`` or ``"sequential"`` (above).
 
     Returns:
         ``(ys, captured)``: every step's state (t, b, H) and the captured gates (or ``None``).
@@ -243,8 +262,7 @@ def min_sequence(
     learned = list(spec.learned_gates)
     blocks = [*learned, "candidate"]
     size = h.shape[-1]
-    w_x, bias = _fuse(params, blocks, "kernel_x"), _fuse(params, blocks, "bias")
-    parts = _split(jnp.einsum("tbd,dk->tbk", x, w_x) + bias, blocks, size)
+    parts = _split(_project(params, blocks, x), blocks, size)
     pre = {g: parts[g] for g in learned}
     k = parts["candidate"]
     captured = None
@@ -254,7 +272,7 @@ def min_sequence(
 
     if spec.family == "gru" and spec.update == "open":
         return activation(spec.candidate_activation)(k), captured  # h_t = h~_t
-    if spec.log_space:
+    if spec.log_space and scan == "associative":
         if spec.family == "gru":
             log_a, log_u = _log_sigmoid_pair(pre["update"])[::-1]
             log_b = log_u + _log_g(k)
@@ -269,7 +287,7 @@ def min_sequence(
             log_a, log_b = log_f, log_i + _log_g(k)
         a_star = jnp.cumsum(log_a, axis=0)
         from_zero = a_star + jax.lax.associative_scan(jnp.logaddexp, log_b - a_star, axis=0)
-        ys = jnp.exp(a_star) * h + jnp.exp(from_zero)
+        ys = jnp.exp(a_star) * h[None] + jnp.exp(from_zero)
         return ys, captured
 
     h_tilde = activation(spec.candidate_activation)(k)
@@ -285,13 +303,21 @@ def min_sequence(
             f, i = f / (f + i), i / (f + i)
         a, b = f, i * h_tilde
 
+    if scan == "sequential":
+
+        def step(h, ab):
+            h = ab[0] * h + ab[1]
+            return h, h
+
+        return jax.lax.scan(step, h, (a, b))[1], captured
+
     def combine(first, second):
         a1, b1 = first
         a2, b2 = second
         return a1 * a2, a2 * b1 + b2
 
     a_all, b_all = jax.lax.associative_scan(combine, (a, b), axis=0)
-    return a_all * h + b_all, captured
+    return a_all * h[None] + b_all, captured
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,12 +337,17 @@ class GatedRNN(nn.Module):
         spec: the cell's spec.
         reverse: process each sequence from its last valid step to its first.
         unroll: time steps per scan iteration (LSTM and GRU families).
+        min_scan: how the min family scans: ``"associative"`` (``jax.lax.associative_scan``,
+            log-space where the spec says so), ``"sequential"`` (``lax.scan``), or ``"auto"``:
+            sequential on the CPU, where associative scans compile slowly (5-10 s against
+            0.2 s at t = 256-2048) and run no faster, associative on accelerators.
     """
 
     features: int
     spec: Spec = LSTMSpec()
     reverse: bool = False
     unroll: int = 1
+    min_scan: str = "auto"
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = default_recurrent_init
     param_dtype: Any = jnp.float32
@@ -369,7 +400,9 @@ class GatedRNN(nn.Module):
             case GRUSpec():
                 out = gru_sequence(spec, params, x, initial_carry, mask, self.unroll, capture)
             case MinSpec():
-                ys, captured = min_sequence(spec, params, x, initial_carry, capture)
+                ys, captured = min_sequence(
+                    spec, params, x, initial_carry, capture, _min_scan(self.min_scan)
+                )
                 if seq_lengths is None:
                     carry = ys[-1]
                 else:
@@ -399,6 +432,16 @@ class GatedRNN(nn.Module):
         if not self.reverse:
             return values
         return flip_sequences(values, seq_lengths, num_batch_dims=1, time_major=False)
+
+
+def _min_scan(choice: str) -> str:
+    if choice == "auto":
+        return "sequential" if jax.default_backend() == "cpu" else "associative"
+    if choice not in ("associative", "sequential"):
+        raise ValueError(
+            f"GatedRNN.min_scan={choice!r}; allowed: 'auto', 'associative', 'sequential'"
+        )
+    return choice
 
 
 def _zero_carry(spec: Spec, batch: int, features: int, dtype) -> Any:

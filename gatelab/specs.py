@@ -67,7 +67,7 @@ def parse_mode(mode: GateMode) -> tuple[ModeKind, str | None]:
 def _allowed_modes(gate: str, gates: tuple[str, ...]) -> str:
     others = [g for g in gates if g != gate]
     ties = ", ".join([f"'1-{g}'" for g in others] + [f"'{g}'" for g in others])
-    return f"'learned', 'open'" + (f", {ties}" if ties else "")
+    return "'learned', 'open'" + (f", {ties}" if ties else "")
 
 
 def _validate_gates(spec: object, gates: tuple[str, ...]) -> None:
@@ -230,9 +230,7 @@ class LSTMSpec(_SpecMethods):
                         "the output gate's peephole sees c_t, which needs the input and forget "
                         "gates first. Allowed for "
                         f"{gate} with peepholes: 'learned', 'open', "
-                        + ", ".join(
-                            f"'1-{g}', '{g}'" for g in ("input", "forget") if g != gate
-                        )
+                        + ", ".join(f"'1-{g}', '{g}'" for g in ("input", "forget") if g != gate)
                     )
         if self.chrono_tmax is not None:
             _validate_float(self, "chrono_tmax")
@@ -303,7 +301,7 @@ class GRUSpec(_SpecMethods):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class MinSpec(_SpecMethods):
-    """The minimal family whose gates see only ``x_t`` (Feng et al. 2024, "Were RNNs All We Needed?").
+    """The minimal family, whose gates see only ``x_t`` (Feng et al. 2024, arXiv:2410.01201).
 
     Equations (REFERENCE.md section 3; ``Lin`` an affine map of ``x_t`` alone)::
 

@@ -28,42 +28,89 @@ _VANILLA = LSTMSpec(peepholes=True)
 _GREFF = "Greff et al. 2017 (arXiv:1503.04069)"
 
 _ALL = [
-    Variant("lstm", LSTMSpec(), "no peepholes, forget bias 1 (the common modern LSTM)",
-            "Hochreiter & Schmidhuber 1997; Jozefowicz et al. 2015"),
-    Variant("vanilla", _VANILLA, "peepholes (i, f see c_{t-1}; o sees c_t), forget bias 1",
-            _GREFF),
+    Variant(
+        "lstm",
+        LSTMSpec(),
+        "no peepholes, forget bias 1 (the common modern LSTM)",
+        "Hochreiter & Schmidhuber 1997; Jozefowicz et al. 2015",
+    ),
+    Variant("vanilla", _VANILLA, "peepholes (i, f see c_{t-1}; o sees c_t), forget bias 1", _GREFF),
     Variant("NIG", _VANILLA.replace(input="open"), "no input gate: i = 1", _GREFF),
     Variant("NFG", _VANILLA.replace(forget="open"), "no forget gate: f = 1", _GREFF),
     Variant("NOG", _VANILLA.replace(output="open"), "no output gate: o = 1", _GREFF),
-    Variant("NIAF", _VANILLA.replace(candidate_activation="identity"),
-            "no input activation: z = W x + U h + b", _GREFF),
-    Variant("NOAF", _VANILLA.replace(cell_activation="identity"),
-            "no output activation: h = o * c", _GREFF),
+    Variant(
+        "NIAF",
+        _VANILLA.replace(candidate_activation="identity"),
+        "no input activation: z = W x + U h + b",
+        _GREFF,
+    ),
+    Variant(
+        "NOAF",
+        _VANILLA.replace(cell_activation="identity"),
+        "no output activation: h = o * c",
+        _GREFF,
+    ),
     Variant("NP", _VANILLA.replace(peepholes=False), "no peepholes", _GREFF),
-    Variant("CIFG", _VANILLA.replace(forget="1-input"),
-            "coupled input and forget gate: f = 1 - i", _GREFF),
-    Variant("FGR", _VANILLA.replace(gate_recurrence=True),
-            "full gate recurrence: gates see all previous gate activations", _GREFF),
-    Variant("gru", GRUSpec(), "reset after the matmul (PyTorch, cuDNN, Flax form)",
-            "Cho et al. 2014 (arXiv:1406.1078)"),
-    Variant("gru_reset_before", GRUSpec(reset_after=False),
-            "reset before the matmul: U (r * h) (Keras v3 form, TF GRUBlockCell)",
-            "Cho et al. 2014 (arXiv:1406.1078)"),
-    Variant("mgu", GRUSpec(reset="update", reset_after=False),
-            "one gate: reset shares the update gate", "Zhou et al. 2016 (arXiv:1603.09420)"),
-    Variant("janet",
-            LSTMSpec(input="1-forget", output="open", cell_activation="identity",
-                     tie_shift=1.0, chrono_tmax=100.0),
-            "forget gate only: i = 1 - sigma(s_f - 1), h = c, chrono T_max = 100",
-            "van der Westhuizen & Lasenby 2018 (arXiv:1804.04849)"),
-    Variant("ugrnn", GRUSpec(reset="open", update_bias=-1.0),
-            "no reset gate, update bias -1 (forget bias 1)",
-            "Collins et al. 2017 (arXiv:1611.09913)"),
-    Variant("mingru", MinSpec(family="gru"), "gates and candidate see only x; log-space scan",
-            "Feng et al. 2024 (arXiv:2410.01201)"),
-    Variant("minlstm", MinSpec(family="lstm"),
-            "f, i see only x, normalised f/(f+i); log-space scan",
-            "Feng et al. 2024 (arXiv:2410.01201)"),
+    Variant(
+        "CIFG",
+        _VANILLA.replace(forget="1-input"),
+        "coupled input and forget gate: f = 1 - i",
+        _GREFF,
+    ),
+    Variant(
+        "FGR",
+        _VANILLA.replace(gate_recurrence=True),
+        "full gate recurrence: gates see all previous gate activations",
+        _GREFF,
+    ),
+    Variant(
+        "gru",
+        GRUSpec(),
+        "reset after the matmul (PyTorch, cuDNN, Flax form)",
+        "Cho et al. 2014 (arXiv:1406.1078)",
+    ),
+    Variant(
+        "gru_reset_before",
+        GRUSpec(reset_after=False),
+        "reset before the matmul: U (r * h) (Keras v3 form, TF GRUBlockCell)",
+        "Cho et al. 2014 (arXiv:1406.1078)",
+    ),
+    Variant(
+        "mgu",
+        GRUSpec(reset="update", reset_after=False),
+        "one gate: reset shares the update gate",
+        "Zhou et al. 2016 (arXiv:1603.09420)",
+    ),
+    Variant(
+        "janet",
+        LSTMSpec(
+            input="1-forget",
+            output="open",
+            cell_activation="identity",
+            tie_shift=1.0,
+            chrono_tmax=100.0,
+        ),
+        "forget gate only: i = 1 - sigma(s_f - 1), h = c, chrono T_max = 100",
+        "van der Westhuizen & Lasenby 2018 (arXiv:1804.04849)",
+    ),
+    Variant(
+        "ugrnn",
+        GRUSpec(reset="open", update_bias=-1.0),
+        "no reset gate, update bias -1 (forget bias 1)",
+        "Collins et al. 2017 (arXiv:1611.09913)",
+    ),
+    Variant(
+        "mingru",
+        MinSpec(family="gru"),
+        "gates and candidate see only x; log-space scan",
+        "Feng et al. 2024 (arXiv:2410.01201)",
+    ),
+    Variant(
+        "minlstm",
+        MinSpec(family="lstm"),
+        "f, i see only x, normalised f/(f+i); log-space scan",
+        "Feng et al. 2024 (arXiv:2410.01201)",
+    ),
 ]
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}
@@ -79,9 +126,7 @@ def lookup(name: str) -> Variant:
     try:
         return _BY_LOWER[str(name).lower()]
     except KeyError:
-        raise ValueError(
-            f"unknown variant {name!r}; variants: {', '.join(VARIANTS)}"
-        ) from None
+        raise ValueError(f"unknown variant {name!r}; variants: {', '.join(VARIANTS)}") from None
 
 
 def variant(name: str) -> Spec:

@@ -1,0 +1,251 @@
+"""An independent reference: plain NumPy, written straight from REFERENCE.md's equations.
+
+Nothing here imports gatelab. Each function takes inputs ``x`` (b, t, d) and a parameter dict in
+gatelab's naming (``params[part][kernel_x | kernel_h | bias | peephole | bias_h]``), runs the
+recurrence one step at a time in float64, and returns ``(outputs (b, t, H), final_state)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigma(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _np(params):
+    return {
+        k: (
+            {n: np.asarray(v, np.float64) for n, v in p.items()}
+            if isinstance(p, dict)
+            else np.asarray(p, np.float64)
+        )
+        for k, p in params.items()
+    }
+
+
+def _affine(p, x, h=None):
+    out = x @ p["kernel_x"] + p["bias"]
+    return out if h is None else out + h @ p["kernel_h"]
+
+
+def greff_lstm(x, params, variant="vanilla"):
+    """Greff et al. (2017), REFERENCE.md 1.1 and the eight variants of 1.2.
+
+    ``variant`` in vanilla, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, FGR, or ``lstm`` (= NP).
+    Vanilla::
+
+        z_t = g(W_z x_t + R_z y_{t-1} + b_z)
+        i_t = sigma(W_i x_t + R_i y_{t-1} + p_i . c_{t-1} + b_i)
+        f_t = sigma(W_f x_t + R_f y_{t-1} + p_f . c_{t-1} + b_f)
+        c_t = z_t . i_t + c_{t-1} . f_t
+        o_t = sigma(W_o x_t + R_o y_{t-1} + p_o . c_t + b_o)
+        y_t = h(c_t) . o_t
+
+    FGR adds ``R_ji j_{t-1}`` for every pair of gates (j the source, i the target), stored as one
+    (3H, 3H) matrix whose block (j, i) maps gate j's previous activation into gate i, with the
+    gates ordered input, forget, output.
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    hidden = p["candidate"]["bias"].shape[0]
+    peep = variant not in ("NP", "lstm")
+    g = (lambda v: v) if variant == "NIAF" else np.tanh
+    act = (lambda v: v) if variant == "NOAF" else np.tanh
+    c = np.zeros((b, hidden))
+    y = np.zeros((b, hidden))
+    prev = {k: np.zeros((b, hidden)) for k in ("input", "forget", "output")}
+    outputs = []
+
+    def fgr(target):
+        if variant != "FGR":
+            return 0.0
+        kernel = p["gate_recurrence"]["kernel"]
+        order = ["input", "forget", "output"]
+        col = order.index(target)
+        return sum(
+            prev[src] @ kernel[r * hidden : (r + 1) * hidden, col * hidden : (col + 1) * hidden]
+            for r, src in enumerate(order)
+        )
+
+    for step in range(t):
+        xt = x[:, step]
+        z = g(_affine(p["candidate"], xt, y))
+        i = f = o = None
+        if variant != "NIG":
+            s = _affine(p["input"], xt, y) + fgr("input")
+            i = sigma(s + (p["input"]["peephole"] * c if peep else 0.0))
+        if variant == "CIFG":
+            f = 1.0 - i
+        elif variant != "NFG":
+            s = _affine(p["forget"], xt, y) + fgr("forget")
+            f = sigma(s + (p["forget"]["peephole"] * c if peep else 0.0))
+        c = z * (1.0 if i is None else i) + c * (1.0 if f is None else f)
+        if variant != "NOG":
+            s = _affine(p["output"], xt, y) + fgr("output")
+            o = sigma(s + (p["output"]["peephole"] * c if peep else 0.0))
+        y = act(c) * (1.0 if o is None else o)
+        prev = {"input": i, "forget": f, "output": o}
+        outputs.append(y)
+    return np.stack(outputs, 1), (c, y)
+
+
+def gru(x, params, reset_after=True):
+    """GRU (Cho et al. 2014) with Chung et al.'s interpolation, REFERENCE.md section 3::
+
+    r = sigma(W_r x + U_r h + b_r);   u = sigma(W_u x + U_u h + b_u)
+    reset after:  h~ = tanh(W x + b + r . (U h + b_h))       (PyTorch, cuDNN, Flax)
+    reset before: h~ = tanh(W x + U (r . h) + b)             (Keras v3, TF GRUBlockCell)
+    h_t = (1 - u) . h_{t-1} + u . h~
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        r = sigma(_affine(p["reset"], xt, h))
+        u = sigma(_affine(p["update"], xt, h))
+        cand = p["candidate"]
+        if reset_after:
+            h_tilde = np.tanh(
+                xt @ cand["kernel_x"] + cand["bias"] + r * (h @ cand["kernel_h"] + cand["bias_h"])
+            )
+        else:
+            h_tilde = np.tanh(xt @ cand["kernel_x"] + (r * h) @ cand["kernel_h"] + cand["bias"])
+        h = (1.0 - u) * h + u * h_tilde
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def mgu(x, params):
+    """MGU (Zhou et al. 2016), REFERENCE.md section 3, its one gate stored as ``update``::
+
+    f_t = sigma(W_f x_t + U_f h_{t-1} + b_f)
+    h^_t = tanh(W_h x_t + U_h (f_t . h_{t-1}) + b_h)
+    h_t = (1 - f_t) . h_{t-1} + f_t . h^_t
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        f = sigma(_affine(p["update"], xt, h))
+        cand = p["candidate"]
+        h_hat = np.tanh(xt @ cand["kernel_x"] + (f * h) @ cand["kernel_h"] + cand["bias"])
+        h = (1.0 - f) * h + f * h_hat
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def janet(x, params, beta=1.0):
+    """JANET (van der Westhuizen & Lasenby 2018), REFERENCE.md section 3::
+
+    s_t = U_f h_{t-1} + W_f x_t + b_f
+    c~_t = tanh(U_c h_{t-1} + W_c x_t + b_c)
+    c_t = sigma(s_t) . c_{t-1} + (1 - sigma(s_t - beta)) . c~_t
+    h_t = c_t
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    c = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        s = _affine(p["forget"], xt, c)
+        c_tilde = np.tanh(_affine(p["candidate"], xt, c))
+        c = sigma(s) * c + (1.0 - sigma(s - beta)) * c_tilde
+        outputs.append(c)
+    return np.stack(outputs, 1), (c, c)
+
+
+def ugrnn(x, params, forget_bias=1.0):
+    """UGRNN (Collins et al. 2017) as TF contrib computes it, REFERENCE.md section 3::
+
+        [g~, c~] = W [x; h] + b;  c = tanh(c~);  g = sigma(g~ + forget_bias)
+        h_t = g . h_{t-1} + (1 - g) . c
+
+    gatelab stores the gate as ``update`` u = 1 - g, with forget_bias folded into the bias's
+    initial value; here the TF form's own parameters are derived from gatelab's:
+    ``W_g = -W_u`` and ``b_g = -b_u - forget_bias``.
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    w_g = np.concatenate([-p["update"]["kernel_x"], -p["update"]["kernel_h"]], 0)
+    b_g = -p["update"]["bias"] - forget_bias
+    w_c = np.concatenate([p["candidate"]["kernel_x"], p["candidate"]["kernel_h"]], 0)
+    outputs = []
+    for step in range(t):
+        xh = np.concatenate([x[:, step], h], -1)
+        g = sigma(xh @ w_g + b_g + forget_bias)
+        c = np.tanh(xh @ w_c + p["candidate"]["bias"])
+        h = g * h + (1.0 - g) * c
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def _g(v):
+    """minGRU's positive candidate activation: v + 0.5 for v >= 0, sigma(v) below."""
+    return np.where(v >= 0, v + 0.5, sigma(v))
+
+
+def mingru(x, params):
+    """minGRU (Feng et al. 2024), REFERENCE.md section 3, sequential form with ``g``::
+
+    z_t = sigma(Lin(x_t));  h~_t = g(Lin(x_t));  h_t = (1 - z_t) . h_{t-1} + z_t . h~_t
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        z = sigma(_affine(p["update"], x[:, step]))
+        h = (1.0 - z) * h + z * _g(_affine(p["candidate"], x[:, step]))
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def minlstm(x, params):
+    """minLSTM (Feng et al. 2024), REFERENCE.md section 3::
+
+    f_t = sigma(Lin(x_t)), i_t = sigma(Lin(x_t)), h~_t = g(Lin(x_t))
+    f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t);  h_t = f'_t . h_{t-1} + i'_t . h~_t
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        f = sigma(_affine(p["forget"], x[:, step]))
+        i = sigma(_affine(p["input"], x[:, step]))
+        h = f / (f + i) * h + i / (f + i) * _g(_affine(p["candidate"], x[:, step]))
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+# Every named variant of gatelab, by the reference function that must reproduce it.
+REFERENCES = {
+    "lstm": lambda x, p: greff_lstm(x, p, "lstm"),
+    "vanilla": lambda x, p: greff_lstm(x, p, "vanilla"),
+    **{
+        name: (lambda n: lambda x, p: greff_lstm(x, p, n))(name)
+        for name in ("NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")
+    },
+    "gru": lambda x, p: gru(x, p, reset_after=True),
+    "gru_reset_before": lambda x, p: gru(x, p, reset_after=False),
+    "mgu": mgu,
+    "janet": janet,
+    "ugrnn": ugrnn,
+    "mingru": mingru,
+    "minlstm": minlstm,
+}
