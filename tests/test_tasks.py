@@ -444,7 +444,7 @@ def test_registry_lists_every_task_and_its_arguments():
         tasks.get("copy", length=5)
     with pytest.raises(ValueError, match="none"):
         tasks.get("digits", seed=1)
-    with pytest.raises(TypeError, match="delay"):
+    with pytest.raises(ValueError, match="delay"):
         tasks.get("copy", delay="100")
     with pytest.raises(ValueError, match="length"):
         tasks.get("adding", length=1)

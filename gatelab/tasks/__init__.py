@@ -33,7 +33,16 @@ from gatelab.tasks.classification import MNIST1D, Digits
 from gatelab.tasks.shakespeare import Shakespeare
 from gatelab.tasks.synthetic import Adding, Copy
 
-__all__ = ["TASKS", "NAMES", "Task", "Batch", "get", "arguments", "masked_steps"]
+__all__ = [
+    "TASKS",
+    "NAMES",
+    "Task",
+    "Batch",
+    "get",
+    "arguments",
+    "check_arguments",
+    "masked_steps",
+]
 
 TASKS: dict[str, type] = {
     "adding": Adding,
@@ -54,13 +63,13 @@ def arguments(name: str) -> dict[str, Any]:
     return {key: parameter.default for key, parameter in parameters.items()}
 
 
-def get(name: str, **args: Any) -> Task:
-    """Builds task ``name`` with keyword ``args``.
+def check_arguments(name: str, args: dict[str, Any]) -> None:
+    """Validates ``args`` for task ``name`` without building it.
 
     Raises:
-        ValueError: for an unknown name (listing the tasks) or an unknown argument (listing the
-            task's arguments and their defaults).
-        TypeError: for an argument whose type differs from its default's.
+        ValueError: for an unknown name (listing the tasks), an unknown argument (listing the
+            task's arguments and their defaults) or an argument whose type differs from its
+            default's.
     """
     valid = arguments(name)
     unknown = sorted(set(args) - set(valid))
@@ -75,7 +84,12 @@ def get(name: str, **args: Any) -> Task:
         if default is not None and (
             not isinstance(value, type(default)) or isinstance(value, bool)
         ):
-            raise TypeError(
+            raise ValueError(
                 f"task {name!r}: argument {key} must be a {type(default).__name__}, got {value!r}"
             )
+
+
+def get(name: str, **args: Any) -> Task:
+    """Builds task ``name`` with keyword ``args`` (validated by ``check_arguments``)."""
+    check_arguments(name, args)
     return TASKS[name](**args)

@@ -1,0 +1,177 @@
+"""The ``gatelab`` command: flags only, the work lives in the modules.
+
+gatelab variants [NAME] [--input 32 --hidden 128]
+gatelab train CONFIG[:ARG] [--workdir DIR] [--set KEY=VALUE ...] [--quiet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from gatelab import config as config_lib
+from gatelab import specs, variants
+
+__all__ = ["main"]
+
+
+# --------------------------------------------------------------------------------------------------
+# gatelab variants
+# --------------------------------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))  # noqa: E731
+    return "\n".join(
+        [line(headers), line(["-" * w for w in widths])] + [line(r).rstrip() for r in rows]
+    )
+
+
+def _gate_summary(spec: specs.Spec) -> str:
+    words = []
+    for gate in spec.gates:
+        kind, source = spec.mode(gate)
+        match kind:
+            case "learned":
+                words.append(f"{gate}: learned")
+            case "open":
+                words.append(f"{gate}: removed (constant 1)")
+            case "complement":
+                words.append(f"{gate}: 1 - {source}")
+            case "shared":
+                words.append(f"{gate}: shares {source}")
+    return "; ".join(words)
+
+
+def _equations(spec: specs.Spec) -> str:
+    """The literal block after the first ``::`` of the spec class's docstring."""
+    doc = inspect.cleandoc(type(spec).__doc__ or "")
+    if "::" not in doc:
+        return ""
+    lines = []
+    for line in doc.split("::", 1)[1].strip("\n").splitlines():
+        if line and not line.startswith(" "):
+            break
+        lines.append(line)
+    return textwrap.indent(textwrap.dedent("\n".join(lines)).strip("\n"), "  ")
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    if args.name:
+        v = variants.lookup(args.name)
+        parts = specs.param_breakdown(v.spec, args.input, args.hidden)
+        print(f"{v.name}: {v.description}\n  {v.spec}\n  {v.citation}\n")
+        print(f"gates: {_gate_summary(v.spec)}\n")
+        print(f"parameters at input {args.input}, hidden {args.hidden}:")
+        for part, count in parts.items():
+            print(f"  {part:16s} {count:>10,d}")
+        print(f"  {'total':16s} {sum(parts.values()):>10,d}\n")
+        print(f"equations ({type(v.spec).__name__}):\n{_equations(v.spec)}")
+        return 0
+    reference = specs.param_count(variants.variant("vanilla"), args.input, args.hidden)
+    rows = []
+    for v in variants.VARIANTS.values():
+        count = specs.param_count(v.spec, args.input, args.hidden)
+        rows.append([v.name, v.description, f"{count:,d}", f"{count / reference:.2f}", v.citation])
+    print(
+        _table(rows, ["variant", "what differs", "params", "vs vanilla", "citation"])
+        + f"\n\nparameters of one layer at input {args.input}, hidden {args.hidden}. "
+        "`gatelab variants NAME` shows a variant's spec, gates and equations."
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# gatelab train
+# --------------------------------------------------------------------------------------------------
+
+
+def _default_workdir(target: str, config) -> Path:
+    path, arg = config_lib.split_target(target)
+    name = Path(path).stem + (f"_{arg}" if arg else "")
+    return Path("runs") / name / config.model.variant
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_lib.load(args.config, args.overrides)  # ConfigError -> exit 2, nothing written
+    workdir = Path(args.workdir) if args.workdir else _default_workdir(args.config, config)
+    from gatelab import train  # heavy imports only once the config is valid
+
+    summaries = train.train_and_evaluate(config, workdir, quiet=args.quiet)
+    if args.quiet:
+        print(json.dumps({s["seed"]: s["status"] for s in summaries}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# The parser.
+# --------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatelab",
+        description="Which gates of an LSTM or GRU matter, and why: gated-RNN ablations in JAX.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser(
+        "variants",
+        help="list the named variants (or show one) with parameter counts",
+        description="List every named variant with what differs from its family's base cell, "
+        "its citation and its parameter count; with NAME, show its spec, gates and equations.",
+    )
+    p.add_argument("name", nargs="?", help="a variant name (case does not matter)")
+    p.add_argument("--input", type=int, default=32, help="input features D (default: 32)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden features H (default: 128)")
+    p.set_defaults(run=cmd_variants)
+
+    p = commands.add_parser(
+        "train",
+        help="train a config's seeds as one compiled program",
+        description="Train every seed of a config together (one compiled program), writing "
+        "the record (config.json, metrics.jsonl, summary.json per seed), orbax checkpoints and "
+        "an offline W&B run. Running it again in the same workdir resumes from the last "
+        "checkpoint.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  gatelab train configs/mnist1d.py --set model.variant=CIFG "
+        "--set optim.lr=3e-3 --set run.seeds=0,1,2\n  gatelab train configs/adding.py:quick "
+        "--workdir /tmp/adding\n\nkeys for --set:\n  "
+        + "\n  ".join(config_lib.override_keys())
+        + "\n  model.spec.<field>     a spec field of the variant, e.g. model.spec.peepholes=true"
+        "\n  task.args.<name>       a task argument, e.g. task.args.length=200",
+    )
+    p.add_argument(
+        "config", help="a config file, optionally with its argument: configs/mnist1d.py:quick"
+    )
+    p.add_argument("--workdir", help="where the record goes (default: runs/<config>/<variant>)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable); unknown keys and wrong types are errors",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar or report lines")
+    p.set_defaults(run=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ValueError as error:  # bad input: say what and exit 2, like argparse
+        print(f"gatelab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""SequenceModel: input encoder -> stacked GatedRNN layers -> readout -> head.
+
+Notation: ``b`` batch, ``t`` time, ``d`` input features, ``h`` hidden features per direction,
+``f`` features after a layer (``h``, or ``2h`` bidirectional), ``o`` outputs.
+
+One model serves every task kind: classification and regression read the sequence out (last
+step, mean over valid steps, or all steps flattened as in the MNIST-1D paper's GRU baseline),
+per-step prediction (copy, chorales) and language modelling apply the head at every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gatelab import specs
+from gatelab.config import Config
+from gatelab.rnn import GatedRNN
+from gatelab.tasks import Task
+
+__all__ = ["SequenceModel", "build_model", "model_param_count", "solve_hidden", "param_parts"]
+
+Array = jax.Array
+
+
+class SequenceModel(nn.Module):
+    """A stack of gated RNN layers with an encoder and a head.
+
+    Attributes:
+        spec: the cell spec of every layer.
+        hidden: hidden units per layer and direction.
+        output_size: ``o``, the head's outputs.
+        layers: stacked layers; layer ``l`` is named ``layer{l}`` (``layer{l}_reverse`` for the
+            backward direction), so parameters read ``layer0/forget/kernel_h``.
+        bidirectional: a forward and a backward layer at each depth, outputs concatenated.
+        per_step: outputs (b, t, o) at every step instead of one (b, o) per sequence.
+        readout: ``"last"`` (the final state of each direction at the sequence's last valid
+            step), ``"mean"`` (over valid steps) or ``"flatten"`` (all steps, (b, t * f)).
+        encoder: ``"none"`` (features go in as they are), ``"linear"`` or ``"embedding"``.
+        vocab_size: the embedding's vocabulary.
+        embed: the encoder's width (0: ``hidden``).
+        unroll: time steps per scan iteration.
+    """
+
+    spec: specs.Spec
+    hidden: int
+    output_size: int
+    layers: int = 1
+    bidirectional: bool = False
+    per_step: bool = False
+    readout: str = "last"
+    encoder: str = "none"
+    vocab_size: int = 0
+    embed: int = 0
+    unroll: int = 1
+
+    @nn.compact
+    def __call__(self, inputs: Array, lengths: Array | None = None) -> Array:
+        """Maps inputs (b, t, d) floats or (b, t) token ids to (b, o) or (b, t, o) outputs."""
+        width = self.embed or self.hidden
+        match self.encoder:
+            case "embedding":
+                x = nn.Embed(self.vocab_size, width, name="encoder")(inputs)
+            case "linear":
+                x = nn.Dense(width, name="encoder")(inputs)
+            case _:
+                x = inputs
+        finals = []
+        for layer in range(self.layers):
+            rnn = GatedRNN(self.hidden, self.spec, unroll=self.unroll, name=f"layer{layer}")
+            carry, y = rnn(x, seq_lengths=lengths)
+            finals = [carry]
+            if self.bidirectional:
+                backward = GatedRNN(
+                    self.hidden,
+                    self.spec,
+                    reverse=True,
+                    unroll=self.unroll,
+                    name=f"layer{layer}_reverse",
+                )
+                carry_b, y_b = backward(x, seq_lengths=lengths)
+                y = jnp.concatenate([y, y_b], axis=-1)
+                finals.append(carry_b)
+            x = y
+        if self.per_step:
+            return nn.Dense(self.output_size, name="head")(x)
+        match self.readout:
+            case "last":
+                # The hidden state of each direction after its last valid step.
+                states = [c[1] if isinstance(c, tuple) else c for c in finals]
+                features = jnp.concatenate(states, axis=-1)
+            case "mean":
+                if lengths is None:
+                    features = jnp.mean(x, axis=1)
+                else:
+                    valid = jnp.arange(x.shape[1])[None, :, None] < lengths[:, None, None]
+                    total = jnp.sum(jnp.where(valid, x, 0.0), axis=1)
+                    features = total / jnp.maximum(lengths, 1)[:, None].astype(x.dtype)
+            case "flatten":
+                features = x.reshape(x.shape[0], -1)
+            case _:
+                raise ValueError(f"readout={self.readout!r}; allowed: last, mean, flatten")
+        return nn.Dense(self.output_size, name="head")(features)
+
+
+def _encoder(config: Config, task: Task) -> str:
+    if config.model.encoder != "auto":
+        return config.model.encoder
+    return "embedding" if task.input_kind == "tokens" else "none"
+
+
+def build_model(config: Config, task: Task, hidden: int | None = None) -> SequenceModel:
+    """The model of ``config`` for ``task`` (``hidden`` overrides, e.g. from ``solve_hidden``)."""
+    encoder = _encoder(config, task)
+    if encoder == "none" and task.input_kind == "tokens":
+        raise ValueError(
+            f"model.encoder=none cannot take token ids ({task.name}); use embedding or auto"
+        )
+    if encoder == "linear" and task.input_kind == "tokens":
+        raise ValueError(f"model.encoder=linear cannot take token ids ({task.name})")
+    if encoder == "embedding" and task.input_kind != "tokens":
+        raise ValueError(f"model.encoder=embedding needs token inputs; {task.name} has reals")
+    return SequenceModel(
+        spec=config.spec,
+        hidden=hidden or config.model.hidden,
+        output_size=task.output_size,
+        layers=config.model.layers,
+        bidirectional=config.model.bidirectional,
+        per_step=task.target_kind in ("step_class", "step_binary"),
+        readout=config.model.readout,
+        encoder=encoder,
+        vocab_size=task.input_size if encoder == "embedding" else 0,
+        embed=config.model.embed,
+        unroll=config.model.unroll,
+    )
+
+
+def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> int:
+    """The model's parameter count in closed form (``specs.param_count`` per layer)."""
+    directions = 2 if model.bidirectional else 1
+    width = model.embed or model.hidden
+    match model.encoder:
+        case "embedding":
+            total, features = model.vocab_size * width, width
+        case "linear":
+            total, features = input_size * width + width, width
+        case _:
+            total, features = 0, input_size
+    for _ in range(model.layers):
+        total += directions * specs.param_count(model.spec, features, model.hidden)
+        features = directions * model.hidden
+    if not model.per_step and model.readout == "flatten":
+        features *= seq_len
+    return total + features * model.output_size + model.output_size
+
+
+def solve_hidden(config: Config, task: Task) -> int:
+    """The hidden size whose model has the parameter count closest to ``model.match_params``'s.
+
+    The target is the count of the same model with the variant ``model.match_params`` at
+    ``model.hidden``; the result is searched over 1..4 * hidden (ties go to the larger size).
+    """
+    reference_config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, variant=config.model.match_params, spec={})
+    )
+    target = model_param_count(build_model(reference_config, task), task.input_size, task.seq_len)
+    best = None
+    for hidden in range(1, 4 * config.model.hidden + 1):
+        count = model_param_count(build_model(config, task, hidden), task.input_size, task.seq_len)
+        gap = abs(count - target)
+        if best is None or gap <= best[0]:
+            best = (gap, hidden)
+    return best[1]
+
+
+def param_parts(params) -> dict[str, int]:
+    """Parameter counts per part summed over layers: ``forget``, ``candidate``, ``head``, ...
+
+    Args:
+        params: the model's parameters, or a tree of their shapes (tuples).
+    """
+
+    def size(tree) -> int:
+        is_shape = lambda x: isinstance(x, tuple) and all(isinstance(d, int) for d in x)  # noqa: E731
+        leaves = jax.tree_util.tree_leaves(tree, is_leaf=is_shape)
+        return int(sum(math.prod(x if is_shape(x) else x.shape) for x in leaves))
+
+    parts: dict[str, int] = {}
+    for name, subtree in params.items():
+        if name.startswith("layer"):
+            for part, leaves in subtree.items():
+                parts[part] = parts.get(part, 0) + size(leaves)
+        else:
+            parts[name] = size(subtree)
+    return parts
