@@ -1,9 +1,10 @@
-"""The local run record (the source of truth) and its Weights & Biases mirror (DESIGN.md, "The record").
+"""The local run record (the source of truth) and its W&B mirror (DESIGN.md, "The record").
 
 A run's workdir holds::
 
-    config.json      {"config": the run's config, "resolved": spec/hidden/params, "code_version",
-                      "wandb_id"}; written once, and a later start with a different config is refused
+    config.json      {"config": the run's config, "resolved": spec/hidden/params,
+                      "code_version", "wandb_id"}; written once, and a later start with a
+                      different config is refused
     metrics.jsonl    one JSON object per logged step, appended and flushed per chunk
     summary.json     flat keys with slashes, replaced atomically (write + rename)
     wandb/           the W&B run's files (offline by default)

@@ -477,9 +477,8 @@ def train_group(
         done = [s for s in out if s["status"] == "completed"]
         metric = f"test/{task.primary_metric}"
         text = ", ".join(f"seed {s['seed']}: {s.get(metric, math.nan):.4g}" for s in done)
-        print(
-            f"{len(done)}/{r} completed ({metric} at best validation: {text}); records in {group_dir}"
-        )
+        print(f"{len(done)}/{r} completed ({metric} at best validation: {text})")
+        print(f"records in {group_dir}")
         for s in out:
             if s["status"] == "diverged":
                 print(f"seed {s['seed']} diverged at step {s['diverged_step']} and was frozen")
