@@ -66,8 +66,8 @@ class Checkpoints:
             items["delay"] = _DelayArgs(delay)
         self.manager.save(step, args=ocp.args.Composite(**items))
 
-    def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict[str, Any]]:
-        """The state (shaped like ``abstract_state``) and note saved at ``step``."""
+    def restore(self, step: int, abstract_state: Any = None) -> tuple[Any, dict[str, Any]]:
+        """The state (shaped like ``abstract_state``, or as saved) and note saved at ``step``."""
         restored = self.manager.restore(
             step,
             args=ocp.args.Composite(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -163,9 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_jax() -> None:
+    """Process-wide JAX settings of the entry points (never at import time).
+
+    A persistent compilation cache: a fresh process reuses the programs an earlier one compiled
+    (``$GATELAB_JAX_CACHE``, default ``~/.cache/gatelab/jax``; set it empty to turn it off).
+    """
+    import jax
+
+    cache = os.environ.get("GATELAB_JAX_CACHE", str(Path.home() / ".cache" / "gatelab" / "jax"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_jax()
     try:
         return args.run(args)
     except ValueError as error:  # bad input: say what and exit 2, like argparse

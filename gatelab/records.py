@@ -176,8 +176,13 @@ class RunRecord:
 
     def summary(self) -> dict[str, Any] | None:
         """The current summary, or ``None`` if there is none (or it cannot be read)."""
+        return self.read_summary(self.workdir)
+
+    @staticmethod
+    def read_summary(workdir: Path) -> dict[str, Any] | None:
+        """``workdir/summary.json``, or ``None`` if there is none (or it cannot be read)."""
         try:
-            return read_json(self.summary_path)
+            return read_json(Path(workdir) / "summary.json")
         except (OSError, json.JSONDecodeError):
             return None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from gatelab.checkpoint import Checkpoints
 from gatelab.config import Config
 
 __all__ = [
+    "RestoredRun",
+    "restore_run",
     "train_and_evaluate",
     "train_group",
     "static_key",
@@ -99,6 +102,12 @@ def make_optimizer(config: Config, values: dict[str, Array]) -> optax.GradientTr
                 optax.trace(decay=values["momentum"], nesterov=True),
             )
     return optax.chain(core, optax.scale_by_schedule(schedule), optax.scale(-values["lr"]))
+
+
+def _compile_cheap(fn: Callable, *args) -> Callable:
+    """``fn`` compiled with LLVM's optimisations off: for code that runs once or rarely and
+    compiles slowly (initialisers with QR decompositions: 1.6 s instead of 4.8 s)."""
+    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 def _tree_where(condition: Array, new, old):
@@ -174,9 +183,19 @@ def train_group(
     r = len(runs)
     n_params = models.model_param_count(model, task.input_size, task.seq_len)
     resolved = {"spec": repr(config.spec), "hidden": hidden, "params": n_params}
+    checkpoint_dir = (group_dir / "checkpoints").absolute()
     recs = [
-        records.RunRecord(d, config_lib.to_dict(run), resolved)
-        for d, run in zip(run_dirs, runs, strict=True)
+        records.RunRecord(
+            d,
+            config_lib.to_dict(run),
+            {
+                **resolved,
+                # Where this run's parameters live: row `index` of the group's checkpoint.
+                "checkpoints": os.path.relpath(checkpoint_dir, Path(d).absolute()),
+                "index": i,
+            },
+        )
+        for i, (d, run) in enumerate(zip(run_dirs, runs, strict=True))
     ]
     summaries = [rec.summary() for rec in recs]
     if all(s and s.get("status") in ("completed", "diverged") for s in summaries):
@@ -256,9 +275,19 @@ def train_group(
             start + jnp.arange(chunk, dtype=jnp.int32),
         )
 
-    def eval_one(params, batch: dict[str, Array]) -> dict[str, tuple[Array, Array]]:
+    def eval_one(params, batch: dict[str, Array], valid: Array) -> dict[str, tuple[Array, Array]]:
+        """Metric totals and weights of one run on a padded batch (``valid`` marks examples)."""
         outputs = model.apply({"params": params}, batch["inputs"], batch.get("lengths"))
-        return task.metrics(outputs, batch)
+        # Per example, so that the padding of the last batch can be masked out: every eval
+        # batch has one shape and the evaluation compiles once.
+        one = lambda x: x[None]  # noqa: E731
+        per_example = jax.vmap(lambda o, b: task.metrics(one(o), jax.tree_util.tree_map(one, b)))(
+            outputs, batch
+        )
+        return {
+            name: (jnp.sum(total * valid), jnp.sum(weight * valid))
+            for name, (total, weight) in per_example.items()
+        }
 
     def gates_one(params, batch: dict[str, Array]) -> dict[str, Array]:
         _, captured = model.apply(
@@ -290,14 +319,16 @@ def train_group(
             )
         execution = note["execution"]  # the program that wrote it continues it
         state, note = checkpoints.restore(start_step, abstract)
-        for rec in recs:
-            rec.truncate(start_step)
     else:
         start_step = 0
-        state = jax.jit(jax.vmap(init_one))(jnp.array(seeds), values)
+        state = _compile_cheap(jax.vmap(init_one), jnp.array(seeds), values)(
+            jnp.array(seeds), values
+        )
 
+    for rec in recs:  # lines logged after the checkpoint (or before any) are redone
+        rec.truncate(start_step)
     chunk_fn = jax.jit(_over_runs(train_chunk, execution, (None, None)), donate_argnums=0)
-    eval_fn = jax.jit(_over_runs(eval_one, execution, (None,)))
+    eval_fn = jax.jit(_over_runs(eval_one, execution, (None, None)))
     gates_fn = jax.jit(_over_runs(gates_one, execution, (None,)))
 
     def select_best(state: State, improved: Array, metric: Array, step: int) -> State:
@@ -318,17 +349,21 @@ def train_group(
         k: jnp.asarray(v[:GATE_STATS_EXAMPLES]) for k, v in eval_sets["validation"].items()
     }
 
+    sizes = {split: len(data["targets"]) for split, data in eval_sets.items()}
+    eval_size = min(config.run.eval_batch_size, max(sizes.values()))
+
     def evaluate(params, split: str) -> list[dict[str, float]]:
-        """Every run's metrics on the whole split, in batches."""
+        """Every run's metrics on the whole split, in batches of one shape (the last padded)."""
         dataset = eval_sets[split]
-        size = len(next(iter(dataset.values())))
         totals: dict[str, list] = {}
-        for begin in range(0, size, config.run.eval_batch_size):
+        for begin in range(0, sizes[split], eval_size):
+            count = min(eval_size, sizes[split] - begin)
             batch = {
-                k: jnp.asarray(v[begin : begin + config.run.eval_batch_size])
+                k: jnp.asarray(_pad(v[begin : begin + count], eval_size))
                 for k, v in dataset.items()
             }
-            for name, (total, weight) in eval_fn(params, batch).items():
+            valid = jnp.asarray(np.arange(eval_size) < count, jnp.float32)
+            for name, (total, weight) in eval_fn(params, batch, valid).items():
                 t, w = totals.setdefault(name, [0.0, 0.0])
                 totals[name] = [
                     t + np.asarray(total, np.float64),
@@ -476,13 +511,72 @@ def train_group(
     if not quiet:
         done = [s for s in out if s["status"] == "completed"]
         metric = f"test/{task.primary_metric}"
-        text = ", ".join(f"seed {s['seed']}: {s.get(metric, math.nan):.4g}" for s in done)
+        text = ", ".join(
+            f"{d.name}: {s.get(metric, math.nan):.4g}"
+            for d, s in zip(run_dirs, out, strict=True)
+            if s["status"] == "completed"
+        )
         print(f"{len(done)}/{r} completed ({metric} at best validation: {text})")
-        print(f"records in {group_dir}")
-        for s in out:
+        for d, s in zip(run_dirs, out, strict=True):
             if s["status"] == "diverged":
-                print(f"seed {s['seed']} diverged at step {s['diverged_step']} and was frozen")
+                step_ = s["diverged_step"]
+                print(f"{d.name} diverged at step {step_}; frozen there, the rest went on")
+        print(f"records in {group_dir}")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+    """A trained run read back from its record and its group's checkpoint."""
+
+    config: Config
+    task: tasks.Task
+    model: models.SequenceModel
+    best_params: Any  # the parameters of the best validation step
+    params: Any  # the parameters at the checkpoint's step
+    step: int
+    summary: dict[str, Any]
+
+
+def restore_run(run_dir: str | Path) -> RestoredRun:
+    """Loads a run's config, task, model and parameters from its workdir.
+
+    Raises:
+        FileNotFoundError: when the workdir has no record or its group no checkpoint.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run's workdir (no config.json)")
+    stored = records.read_json(config_path)
+    config = config_lib.from_dict(stored["config"])
+    resolved = stored["resolved"]
+    checkpoints = Checkpoints((run_dir / resolved["checkpoints"]).resolve())
+    step = checkpoints.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint for {run_dir} in {checkpoints.directory}")
+    state, _ = checkpoints.restore(step, None)
+    checkpoints.close()
+    index = resolved["index"]
+    row = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x[index]), tree)  # noqa: E731
+    task = tasks.get(config.task.name, **config.task.args)
+    return RestoredRun(
+        config=config,
+        task=task,
+        model=models.build_model(config, task, resolved["hidden"]),
+        best_params=row(state["best_params"]),
+        params=row(state["params"]),
+        step=step,
+        summary=records.RunRecord.read_summary(run_dir),
+    )
+
+
+def _pad(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` with its last example repeated up to ``size`` examples."""
+    missing = size - len(values)
+    if not missing:
+        return values
+    return np.concatenate([values, np.repeat(values[-1:], missing, axis=0)])
 
 
 def split_name(split: str) -> str:

@@ -6,15 +6,20 @@ variant x option matrix of the fast-path tests is marked ``slow``.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 from reference import REFERENCES
 
 import gatelab as gl
 from gatelab.specs import param_breakdown
+
+jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
 B, T, D, H = 3, 6, 5, 4
 NAMES = list(gl.VARIANTS)
@@ -36,12 +41,12 @@ def inputs(seed=1, shape=(B, T, D)):
 
 def init_params(spec, x=None, features=H):
     x = inputs() if x is None else x
-    return jax.jit(gl.GatedRNN(features, spec).init)(jax.random.key(0), x)["params"]
+    return jit(gl.GatedRNN(features, spec).init)(jax.random.key(0), x)["params"]
 
 
 def run(module, params, x, **kwargs):
     """``module.apply`` compiled (op-by-op dispatch would dominate the suite's time)."""
-    return jax.jit(lambda p, x: module.apply({"params": p}, x, **kwargs))(params, x)
+    return jit(lambda p, x: module.apply({"params": p}, x, **kwargs))(params, x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -100,7 +105,7 @@ def _step_flops(spec, features=64, batch=8):
     x = jnp.ones((batch, features))
     carry = cell.initialize_carry(jax.random.key(0), x.shape)
     params = cell.init(jax.random.key(0), carry, x)
-    compiled = jax.jit(cell.apply).lower(params, carry, x).compile()
+    compiled = jit(cell.apply).lower(params, carry, x).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     return cost["flops"]
@@ -246,7 +251,7 @@ def test_gru_equals_torch():
 def test_gru_equals_flax_grucell():
     x = inputs()
     ref = nn.RNN(nn.GRUCell(H), return_carry=True)
-    p = jax.jit(ref.init)(jax.random.key(3), x)["params"]["cell"]
+    p = jit(ref.init)(jax.random.key(3), x)["params"]["cell"]
     p = jax.tree_util.tree_map(lambda v: v + 0.1, p)  # non-zero biases
     h_ref, y_ref = run(ref, {"cell": p}, x)
     params = {
@@ -275,7 +280,7 @@ def test_gru_equals_flax_grucell():
 def test_lstm_equals_flax_lstmcell():
     x = inputs()
     ref = nn.RNN(nn.LSTMCell(H), return_carry=True)
-    p = jax.jit(ref.init)(jax.random.key(3), x)["params"]["cell"]
+    p = jit(ref.init)(jax.random.key(3), x)["params"]["cell"]
     p = jax.tree_util.tree_map(lambda v: v + 0.1, p)
     (c_ref, h_ref), y_ref = run(ref, {"cell": p}, x)
     params = {
@@ -341,8 +346,8 @@ def _check_variant(name, lengths, reverse):
         carry, y = rnn.apply({"params": {"cell": p}}, x, seq_lengths=lengths)
         return objective(y, carry)
 
-    (loss, (y, carry)), grads = jax.jit(jax.value_and_grad(fast, has_aux=True))(params)
-    (loss_r, (y_r, carry_r)), grads_r = jax.jit(jax.value_and_grad(loop, has_aux=True))(params)
+    (loss, (y, carry)), grads = jit(jax.value_and_grad(fast, has_aux=True))(params)
+    (loss_r, (y_r, carry_r)), grads_r = jit(jax.value_and_grad(loop, has_aux=True))(params)
 
     assert y.shape == (B, T, H)
     close = lambda a, b, tol=1e-5: np.testing.assert_allclose(a, b, atol=tol, rtol=tol)  # noqa: E731
@@ -412,12 +417,12 @@ def test_min_family_long_sequences_stay_finite():
         for scan in ("associative", "sequential"):
             rnn = gl.GatedRNN(H, spec, min_scan=scan)
             loss = lambda p: rnn.apply({"params": p}, x)[1].sum()  # noqa: B023
-            grads = jax.jit(jax.grad(loss))(params)
+            grads = jit(jax.grad(loss))(params)
             assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads)), name
 
 
 def test_cell_works_inside_flax_bidirectional():
     spec = gl.variant("CIFG")
     layer = nn.Bidirectional(nn.RNN(gl.GatedCell(H, spec)), nn.RNN(gl.GatedCell(H, spec)))
-    variables = jax.jit(layer.init)(jax.random.key(0), inputs())
+    variables = jit(layer.init)(jax.random.key(0), inputs())
     assert run(layer, variables["params"], inputs()).shape == (B, T, 2 * H)

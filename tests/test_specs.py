@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import FAST_COMPILE
 from hypothesis import given, settings
 
 import gatelab as gl
+
+jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
 
 # --------------------------------------------------------------------------------------------------
 # Validation names the field, the value and what is allowed.
@@ -60,7 +64,7 @@ def test_specs_are_frozen_hashable_values():
     with pytest.raises(ValueError, match="LSTMSpec.output"):
         spec.replace(output="nope")
     # Usable as a static argument of a compiled function.
-    f = jax.jit(lambda x, s: x * len(s.learned_gates), static_argnums=1)
+    f = jit(lambda x, s: x * len(s.learned_gates), static_argnums=1)
     assert f(jnp.ones(()), spec) == 1
 
 
@@ -167,13 +171,13 @@ def test_random_specs_are_valid_and_finite_or_a_value_error(case):
         return
     x = jax.random.normal(jax.random.key(0), (2, 5, 3))
     rnn = gl.GatedRNN(4, spec)
-    params = jax.jit(rnn.init)(jax.random.key(1), x)["params"]
+    params = jit(rnn.init)(jax.random.key(1), x)["params"]
 
     def loss(p):
         carry, y = rnn.apply({"params": p}, x, seq_lengths=jnp.array([5, 2]))
         return jnp.sum(y**2) + sum(jnp.sum(c**2) for c in jax.tree_util.tree_leaves(carry))
 
-    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    value, grads = jit(jax.value_and_grad(loss))(params)
     assert np.isfinite(value)
     assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads))
 

@@ -1,0 +1,323 @@
+"""The compiled runner: every config trains, learning is real; groups, resume, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import wandb_reader
+
+from gatelab import cli, records, train
+from gatelab import config as config_lib
+from gatelab.config import ConfigError
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
+
+
+def load(name: str, *overrides: str) -> config_lib.Config:
+    return config_lib.load(str(ROOT / "configs" / f"{name}.py:quick"), list(overrides))
+
+
+def without_timing(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("time/")}
+
+
+_QUICK: dict[str, tuple] = {}
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """``quick_run(name)``: the config's quick form, trained once per process, W&B offline.
+
+    Tests that share a config carry ``xdist_group(name)`` so one worker trains it.
+    """
+
+    def get(name: str):
+        if name not in _QUICK:
+            config = load(name, "wandb.mode=offline")
+            workdir = tmp_path_factory.mktemp(name)
+            _QUICK[name] = (config, workdir, train.train_and_evaluate(config, workdir, quiet=True))
+        return _QUICK[name]
+
+    return get
+
+
+# --------------------------------------------------------------------------------------------------
+# Every config: loads, trains, records, mirrors to W&B.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_every_config_has_a_documented_default_and_quick_form():
+    assert set(CONFIGS) >= {"adding", "copy", "mnist1d", "digits", "chorales", "shakespeare"}
+    for name in CONFIGS:
+        module = config_lib.load_module(ROOT / "configs" / f"{name}.py")
+        config_lib.validate(module.get_config())
+        assert "gatelab train configs/" in module.__doc__, name
+
+
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.xdist_group(n)) for n in CONFIGS]
+)
+def test_quick_config_trains_and_records(quick_run, name):
+    config, workdir, (summary,) = quick_run(name)
+    run_dir = workdir / "seed_0"
+    assert summary["status"] == "completed"
+    assert (workdir / "checkpoints").is_dir()
+    stored = json.loads((run_dir / "config.json").read_text())
+    assert stored["config"] == config_lib.to_dict(config)
+    assert stored["code_version"].startswith("gatelab")
+    on_disk = records.read_json(run_dir / "summary.json")
+    assert on_disk == summary
+    for key in ("step", "best_step", "params/total", "params/candidate", "time/steps_per_s"):
+        assert key in summary, key
+    metric = summary["primary_metric"]
+    for key in (f"eval/{metric}", f"test/{metric}", f"final/test/{metric}"):
+        assert np.isfinite(summary[key]), key
+    rows = records.read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(
+        range(config.run.log_every, config.run.steps + 1, config.run.log_every)
+    )
+    assert any(k.startswith("gates/layer0/") for k in rows[-1])
+    # The offline W&B run holds the same train/loss history, read back from its .wandb file.
+    logged = {
+        row["step"]: row["train/loss"]
+        for row in wandb_reader.history(wandb_reader.run_file(run_dir))
+        if "train/loss" in row
+    }
+    assert logged == {row["step"]: row["train/loss"] for row in rows}
+
+
+@pytest.mark.xdist_group("adding")
+def test_adding_learns(quick_run):
+    assert quick_run("adding")[2][0]["test/mse"] < 0.05  # chance 1/6
+
+
+@pytest.mark.xdist_group("mnist1d")
+def test_mnist1d_learns(quick_run):
+    assert quick_run("mnist1d")[2][0]["test/accuracy"] >= 0.40  # chance 0.1
+
+
+@pytest.mark.xdist_group("mnist1d")
+def test_saved_best_parameters_reproduce_the_test_metric(quick_run):
+    _, workdir, (summary,) = quick_run("mnist1d")
+    run = train.restore_run(workdir / "seed_0")
+    test = run.task.eval_set("test")
+    outputs = jax.jit(run.model.apply)({"params": run.best_params}, jnp.asarray(test["inputs"]))
+    total, weight = run.task.metrics(outputs, {k: jnp.asarray(v) for k, v in test.items()})[
+        "accuracy"
+    ]
+    assert float(total / weight) == pytest.approx(summary["test/accuracy"], abs=1e-6)
+
+
+@pytest.mark.xdist_group("digits")
+def test_a_finished_workdir_is_not_trained_again(quick_run, monkeypatch):
+    config, workdir, summaries = quick_run("digits")
+    monkeypatch.setattr(train, "Checkpoints", None)  # would fail if training started
+    assert train.train_and_evaluate(config, workdir, quiet=True) == summaries
+
+
+# --------------------------------------------------------------------------------------------------
+# Groups: seeds trained together equal seeds trained one at a time.
+# --------------------------------------------------------------------------------------------------
+
+
+def _losses(run_dir: Path) -> np.ndarray:
+    return np.array([r["train/loss"] for r in records.read_metrics(run_dir / "metrics.jsonl")])
+
+
+def test_seeds_together_equal_seeds_one_at_a_time(tmp_path):
+    settings = ["wandb.mode=disabled", "run.steps=20", "run.log_every=1", "run.eval_every=20"]
+    settings += ["run.checkpoint_every=20"]
+    together = load("digits", "run.seeds=0,1", *settings)
+    train.train_and_evaluate(together, tmp_path / "together", quiet=True)
+    for seed in (0, 1):
+        alone = load("digits", f"run.seeds={seed}", *settings)
+        train.train_and_evaluate(alone, tmp_path / f"alone{seed}", quiet=True)
+        a = _losses(tmp_path / "together" / f"seed_{seed}")
+        b = _losses(tmp_path / f"alone{seed}" / f"seed_{seed}")
+        assert len(a) == 20
+        np.testing.assert_allclose(a, b, rtol=1e-4)
+    assert not np.allclose(
+        _losses(tmp_path / "together" / "seed_0"), _losses(tmp_path / "together" / "seed_1")
+    )
+
+
+def test_group_runs_differ_only_in_values(tmp_path):
+    config = load("digits", "wandb.mode=disabled")
+    with pytest.raises(ValueError, match="differ only"):
+        train.train_group(
+            [config, config.replace(model={"hidden": 16})],
+            tmp_path,
+            [tmp_path / "a", tmp_path / "b"],
+            quiet=True,
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# Divergence: one run blows up, the others complete.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_diverging_run_is_frozen_and_the_group_goes_on(tmp_path, capsys):
+    base = load("adding", "wandb.mode=disabled", "optim.name=sgd", "optim.clip=0", "run.steps=200")
+    runs = [base.replace(optim={"lr": lr}) for lr in (1e-2, 1e3)]
+    summaries = train.train_group(runs, tmp_path, [tmp_path / "ok", tmp_path / "blows_up"])
+    ok, bad = summaries
+    assert ok["status"] == "completed" and np.isfinite(ok["test/mse"])
+    assert bad["status"] == "diverged" and bad["diverged_step"] >= 0
+    assert "blows_up diverged at step" in capsys.readouterr().out
+    rows = records.read_metrics(tmp_path / "blows_up" / "metrics.jsonl")
+    assert rows[-1]["train/loss"] is None  # non-finite is recorded as null, not as a number
+    assert all(
+        np.isfinite(r["train/loss"])
+        for r in records.read_metrics(tmp_path / "ok" / "metrics.jsonl")
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Resume: exactly the uninterrupted run.
+# --------------------------------------------------------------------------------------------------
+
+RESUME = ["wandb.mode=disabled", "run.steps=200", "run.log_every=25", "run.eval_every=50"]
+RESUME += ["run.checkpoint_every=50", "run.seeds=0,1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    train.train_and_evaluate(load("digits", *RESUME), workdir, quiet=True)
+    return workdir
+
+
+def assert_same_record(workdir: Path, reference: Path):
+    for seed in (0, 1):
+        a, b = workdir / f"seed_{seed}", reference / f"seed_{seed}"
+        rows = [without_timing(r) for r in records.read_metrics(a / "metrics.jsonl")]
+        expected = [without_timing(r) for r in records.read_metrics(b / "metrics.jsonl")]
+        assert rows == expected  # bit for bit: the floats are equal, not close
+        assert without_timing(records.read_json(a / "summary.json")) == without_timing(
+            records.read_json(b / "summary.json")
+        )
+
+
+@pytest.mark.xdist_group("resume")
+def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, monkeypatch, uninterrupted):
+    original = records.RunRecord.log
+
+    def crash_at_125(self, row):
+        original(self, row)
+        if row["step"] == 125:  # logged, but the last checkpoint is at step 100
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(records.RunRecord, "log", crash_at_125)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
+    assert records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl")[-1]["step"] == 125
+    monkeypatch.setattr(records.RunRecord, "log", original)
+    train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
+    assert_same_record(tmp_path, uninterrupted)
+
+
+def _train_process(workdir: Path, delay: float = 0.0) -> subprocess.Popen:
+    env = dict(os.environ, GATELAB_TEST_SAVE_DELAY=str(delay))
+    command = [sys.executable, "-m", "gatelab.cli", "train", str(ROOT / "configs/digits.py:quick")]
+    command += ["--workdir", str(workdir), "--quiet"] + [f"--set={s}" for s in RESUME]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(condition, process, timeout=120.0):
+    start = time.monotonic()
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(process.stderr.read().decode()[-3000:])
+        assert time.monotonic() - start < timeout, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.xdist_group("resume")
+def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    checkpoints = tmp_path / "checkpoints"
+    lines = lambda: len(records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl"))  # noqa: E731
+    # 1. Killed while the first checkpoint is being written (saves slowed by the test hook).
+    process = _train_process(tmp_path, delay=30.0)
+    _wait_for(lambda: checkpoints.exists() and any(checkpoints.iterdir()), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert train.Checkpoints(checkpoints).latest_step() is None  # the half-written one is ignored
+    # 2. Resumed, then killed at an arbitrary moment after the second checkpoint.
+    process = _train_process(tmp_path)
+    _wait_for(lambda: lines() >= 5, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    # 3. Resumed to the end.
+    process = _train_process(tmp_path)
+    assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-3000:]
+    assert_same_record(tmp_path, uninterrupted)
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input: clear errors, exit code 2, nothing written.
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.hiden=3", ["model.hiden", "did you mean model.hidden"]),
+        ("optim.lr=fast", ["optim.lr", "number"]),
+        ("model.variant=cifgg", ["model.variant", "CIFG", "vanilla"]),
+        ("optim.name=rmsprop", ["optim.name", "adam, adamw, sgd"]),
+        ("model.spec.forget=closed", ["model.spec", "forget", "'open'"]),
+        ("task.args.lenght=5", ["task.args", "lenght", "length"]),
+        ("run.seeds=0,x", ["run.seeds", "integer"]),
+    ],
+)
+def test_bad_overrides_exit_2_and_write_nothing(tmp_path, capsys, override, words):
+    workdir = tmp_path / "never"
+    code = cli.main(
+        [
+            "train",
+            str(ROOT / "configs/adding.py:quick"),
+            "--workdir",
+            str(workdir),
+            "--set",
+            override,
+        ]
+    )
+    assert code == 2
+    error = capsys.readouterr().err
+    for word in words:
+        assert word in error, (word, error)
+    assert not workdir.exists()
+
+
+def test_typo_in_a_flag_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "configs/adding.py", "--wrokdir", "x"])
+    assert exit_.value.code == 2
+
+
+@pytest.mark.xdist_group("digits")
+def test_a_workdir_with_another_config_is_refused(quick_run):
+    config, workdir, _ = quick_run("digits")
+    with pytest.raises(ValueError) as error:
+        train.train_and_evaluate(config.replace(model={"hidden": 16}), workdir, quiet=True)
+    assert "model.hidden: 32 -> 16" in str(error.value)
+
+
+def test_config_round_trips_through_json():
+    config = load("mnist1d", "model.spec.peepholes=true", "run.seeds=3,4")
+    assert config_lib.from_dict(config_lib.to_dict(config)) == config
+    assert config.spec == config.spec.replace(peepholes=True)
+    with pytest.raises(ConfigError, match="multiple of"):
+        config_lib.validate(config.replace(run={"eval_every": 7}))
