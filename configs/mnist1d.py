@@ -10,6 +10,10 @@ logistic regression 32%.
 """
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
+from gatelab.sweep import Sweep, grid
+
+GREFF = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"]
+STUDY = GREFF + ["lstm", "gru", "mgu"]
 
 
 def get_config(arg: str | None = None) -> Config:
@@ -39,10 +43,29 @@ def get_config(arg: str | None = None) -> Config:
                 optim={"lr": 1e-2, "schedule": "constant", "clip": 0.0},
                 run={"steps": 6000, "log_every": 250, "eval_every": 250, "checkpoint_every": 1000},
             )
+        case "demo":
+            return config.replace(run={"steps": 1500, "eval_every": 250, "checkpoint_every": 500})
         case "quick":
             return config.replace(
                 model={"hidden": 32},
                 run={"steps": 400, "log_every": 50, "eval_every": 200, "checkpoint_every": 200},
-                wandb={"mode": "offline"},
             )
-    raise ValueError(f"unknown config argument {arg!r}; choices: paper, quick")
+    raise ValueError(f"unknown config argument {arg!r}; choices: paper, demo, quick")
+
+
+def sweep(arg: str | None = None) -> Sweep:
+    """The gate-ablation study: Greff et al.'s variants against vanilla, with lstm, gru, mgu.
+
+    Default: 12 variants x 3 learning rates x 5 seeds, for the two-stage protocol
+    (``--stage tune`` then ``--stage test``). ``demo``: the 12 variants x 5 seeds at the
+    config's learning rate (what ``make demo`` runs). ``quick``: 2 variants x 2 seeds.
+    """
+    match arg:
+        case None | "paper":
+            return grid({"model.variant": STUDY, "optim.lr": [1e-3, 3e-3, 1e-2],
+                         "run.seeds": [(0, 1, 2, 3, 4)]})
+        case "demo":
+            return grid({"model.variant": STUDY, "run.seeds": [(0, 1, 2, 3, 4)]})
+        case "quick":
+            return grid({"model.variant": ["vanilla", "NFG"], "run.seeds": [(0, 1)]})
+    raise ValueError(f"unknown sweep argument {arg!r}; choices: demo, quick")

@@ -99,13 +99,69 @@ def _default_workdir(target: str, config) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    config = config_lib.load(args.config, args.overrides)  # ConfigError -> exit 2, nothing written
-    workdir = Path(args.workdir) if args.workdir else _default_workdir(args.config, config)
+    overrides = args.overrides + args.positional
+    config = config_lib.load(args.config, overrides)  # ConfigError -> exit 2, nothing written
+    if args.workdir:
+        workdir = Path(args.workdir)
+    elif os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+        workdir = Path("runs") / "wandb" / os.environ["WANDB_RUN_ID"]  # one per agent run
+    else:
+        workdir = _default_workdir(args.config, config)
     from gatelab import train  # heavy imports only once the config is valid
 
     summaries = train.train_and_evaluate(config, workdir, quiet=args.quiet)
     if args.quiet:
         print(json.dumps({s["seed"]: s["status"] for s in summaries}))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# gatelab sweep / report
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gatelab import sweep
+
+    shard = sweep.parse_shard(args.shard) if args.shard else None
+    path, arg = config_lib.split_target(args.config)
+    directory = Path(args.workdir or Path("runs") / (Path(path).stem + (f"_{arg}" if arg else "")))
+    if args.wandb_sweep is not None:
+        import yaml
+
+        spec = sweep.wandb_sweep_config(args.config, args.overrides, args.stage)
+        out = Path(args.wandb_sweep or directory / "wandb_sweep.yaml")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump(spec, sort_keys=False))
+        print(f"wrote {out}\n  wandb sweep {out}        # creates the sweep, prints its id")
+        print("  wandb agent ENTITY/PROJECT/SWEEP_ID   # on every machine that should run it")
+        return 0
+    return sweep.run_sweep(
+        args.config,
+        directory,
+        args.overrides,
+        stage=args.stage,
+        shard=shard,
+        max_group=args.max_group,
+        test_seeds=args.test_seeds,
+        quiet=args.quiet,
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gatelab import report
+
+    if args.wandb_project:
+        runs, curves = report.load_wandb(args.wandb_project, args.group)
+        out = Path(args.directory)
+        path = report.build_report(
+            out, args.baseline, args.metric, runs=runs, curves=curves, out=out / "report"
+        )
+    else:
+        if not Path(args.directory).is_dir():
+            raise ValueError(f"{args.directory} is not a directory of runs")
+        path = report.build_report(args.directory, args.baseline, args.metric)
+    print(f"report: {path}\nfigures and tables: {path.parent}")
     return 0
 
 
@@ -159,8 +215,74 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config key (repeatable); unknown keys and wrong types are errors",
     )
+    p.add_argument(
+        "positional",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="more overrides, as W&B agents pass them (${args_no_hyphens})",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or report lines")
     p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser(
+        "sweep",
+        help="run a config's study (its sweep()): groups of runs as compiled programs",
+        description="Expand the study of a config file's sweep() into runs (one seed each), "
+        "group the runs that share one compiled program, and train each group as one program. "
+        "Every run gets its own record under the sweep directory, with DIR/sweep.json listing "
+        "them. Running the same command again resumes; failed runs are retried.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  gatelab sweep configs/mnist1d.py:demo --workdir runs/demo\n"
+        "  gatelab sweep configs/mnist1d.py --workdir runs/study --stage tune   # lr grid\n"
+        "  gatelab sweep configs/mnist1d.py --workdir runs/study --stage test   # best lr, "
+        "fresh seeds\n  gatelab sweep configs/mnist1d.py --shard 0/2   # this machine's half\n"
+        "  gatelab report runs/demo",
+    )
+    p.add_argument("config", help="a config file with sweep(), optionally CONFIG:ARG")
+    p.add_argument("--workdir", help="the sweep directory (default: runs/<config>[_<arg>])")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of every run (repeatable)",
+    )
+    p.add_argument(
+        "--stage",
+        choices=["all", "tune", "test"],
+        default="all",
+        help="all: the study as written; tune: it into DIR/tune; test: each setting's best "
+        "learning rate (on validation, from DIR/tune) with fresh seeds into DIR/test",
+    )
+    p.add_argument("--test-seeds", type=int, default=5, help="seeds of the test stage (default 5)")
+    p.add_argument("--shard", metavar="I/N", help="run only the I-th of N deterministic parts")
+    p.add_argument(
+        "--max-group", type=int, default=64, help="most runs in one compiled program (default 64)"
+    )
+    p.add_argument(
+        "--wandb-sweep",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="write the equivalent W&B sweep YAML (default DIR/wandb_sweep.yaml) and stop",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_sweep)
+
+    p = commands.add_parser(
+        "report",
+        help="tables, significance tests and figures from a sweep's records",
+        description="Read the records of a sweep (or of a train workdir) and write DIR/report/: "
+        "report.md (per-variant statistics, Welch's t-tests against the baseline with Holm "
+        "correction), table.csv, table.tex and figures as PDF and PNG.",
+    )
+    p.add_argument("directory", help="a sweep directory (or where to write, with --wandb-project)")
+    p.add_argument("--baseline", help="the variant to compare with (default: vanilla if present)")
+    p.add_argument("--metric", help="the summary key to compare (default: test/<primary metric>)")
+    p.add_argument("--wandb-project", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
+    p.add_argument("--group", help="with --wandb-project: only this W&B group")
+    p.set_defaults(run=cmd_report)
     return parser
 
 

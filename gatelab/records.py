@@ -159,9 +159,10 @@ class RunRecord:
                     "or delete it. Differences (stored -> requested):\n  " + "\n  ".join(difference)
                 )
             self.wandb_id = stored.get("wandb_id") or uuid.uuid4().hex[:12]
-            if stored["config"] != config or "wandb_id" not in stored:
-                stored.update(config=config, wandb_id=self.wandb_id)
-                write_json_atomic(self.config_path, stored)
+            # The derived part can change (a run retrained in another group of a sweep).
+            updated = {**stored, "config": config, "resolved": resolved, "wandb_id": self.wandb_id}
+            if updated != stored:
+                write_json_atomic(self.config_path, updated)
         else:
             self.wandb_id = uuid.uuid4().hex[:12]
             write_json_atomic(

@@ -193,6 +193,7 @@ def train_group(
                 # Where this run's parameters live: row `index` of the group's checkpoint.
                 "checkpoints": os.path.relpath(checkpoint_dir, Path(d).absolute()),
                 "index": i,
+                "group": group_dir.name,
             },
         )
         for i, (d, run) in enumerate(zip(run_dirs, runs, strict=True))
@@ -505,6 +506,8 @@ def train_group(
         summary.update(test_best[i])
         summary.update({f"final/{k}": v for k, v in test_final[i].items()})
         summary.update({f"final/{k}": v for k, v in latest_eval[i].items()})
+        last_row = records.read_metrics(recs[i].metrics_path)[-1]
+        summary.update({k: v for k, v in last_row.items() if k.startswith("gates/")})
         recs[i].write_summary(summary)
         mirrors[i].finish(summary)
         out.append(summary)
@@ -521,7 +524,8 @@ def train_group(
             if s["status"] == "diverged":
                 step_ = s["diverged_step"]
                 print(f"{d.name} diverged at step {step_}; frozen there, the rest went on")
-        print(f"records in {group_dir}")
+        parents = {Path(d).parent for d in run_dirs}
+        print(f"records in {parents.pop() if len(parents) == 1 else group_dir}")
     return out
 
 

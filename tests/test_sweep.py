@@ -1,0 +1,196 @@
+"""Sweeps: grouping into compiled programs, resume, failures, shards, stages, W&B sweep YAML."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+from gatelab import cli, records, sweep
+from gatelab import config as config_lib
+
+ROOT = Path(__file__).parents[1]
+QUICK = str(ROOT / "configs/mnist1d.py:quick")
+FAST = ["wandb.mode=disabled", "run.steps=100", "run.eval_every=50", "run.checkpoint_every=50"]
+
+
+@pytest.fixture
+def compilations(caplog):
+    """Counts the training programs JAX compiles (its own log, cache hits included)."""
+    jax.config.update("jax_log_compiles", True)
+    caplog.set_level(logging.WARNING, logger="jax._src.interpreters.pxla")
+    yield lambda: sum("Compiling jit(train_chunk)" in r.getMessage() for r in caplog.records)
+    jax.config.update("jax_log_compiles", False)
+
+
+def statuses(directory: Path) -> dict[str, str]:
+    return {r["name"]: r["status"] for r in records.read_json(directory / "sweep.json")["runs"]}
+
+
+@pytest.mark.xdist_group("sweep")
+def test_a_tiny_sweep_compiles_one_program_per_variant_and_resumes(tmp_path, compilations):
+    # 2 variants x 2 seeds: 2 programs, not 4.
+    assert sweep.run_sweep(QUICK, tmp_path, FAST, quiet=True) == 0
+    assert compilations() == 2
+    names = ["vanilla__s0", "vanilla__s1", "NFG__s0", "NFG__s1"]
+    assert statuses(tmp_path) == dict.fromkeys(names, "completed")
+    for name in names:
+        for file in ("config.json", "metrics.jsonl", "summary.json"):
+            assert (tmp_path / name / file).exists(), (name, file)
+    groups = {r["group"] for r in records.read_json(tmp_path / "sweep.json")["runs"]}
+    assert len(groups) == 2 and all(
+        (tmp_path / "groups" / g / "checkpoints").is_dir() for g in groups
+    )
+    summaries = {n: records.read_json(tmp_path / n / "summary.json") for n in names}
+
+    # Re-running skips everything: no training program is even compiled.
+    assert sweep.run_sweep(QUICK, tmp_path, FAST, quiet=True) == 0
+    assert compilations() == 2
+
+    # Deleting one run's summary re-runs that run only, and it comes out the same.
+    (tmp_path / "NFG__s1" / "summary.json").unlink()
+    assert sweep.run_sweep(QUICK, tmp_path, FAST, quiet=True) == 0
+    assert compilations() == 3
+    again = records.read_json(tmp_path / "NFG__s1" / "summary.json")
+    assert again["test/accuracy"] == pytest.approx(summaries["NFG__s1"]["test/accuracy"], abs=0.01)
+    for name in names[:3]:
+        assert records.read_json(tmp_path / name / "summary.json") == summaries[name]
+
+
+@pytest.mark.xdist_group("sweep")
+def test_a_failing_run_is_recorded_with_its_traceback_and_the_sweep_goes_on(tmp_path):
+    config = tmp_path / "study.py"
+    config.write_text(
+        "from gatelab.config import Config, ModelConfig, RunConfig, TaskConfig\n"
+        "from gatelab.sweep import Sweep\n"
+        "def get_config(arg=None):\n"
+        "    return Config(model=ModelConfig(hidden=8),\n"
+        "                  task=TaskConfig('adding', {'length': 10}),\n"
+        "                  run=RunConfig(steps=40, log_every=20, eval_every=20,\n"
+        "                                checkpoint_every=20))\n"
+        "def sweep(arg=None):\n"
+        "    # length 1 passes validation (a known argument of the right type) but the task\n"
+        "    # raises when it is built: a run that fails at run time.\n"
+        "    return Sweep(({'task.args.length': 10}, {'task.args.length': 1},\n"
+        "                  {'model.variant': 'nope'}))\n"
+    )
+    code = sweep.run_sweep(str(config), tmp_path / "out", ["wandb.mode=disabled"], quiet=True)
+    assert code == 1
+    state = statuses(tmp_path / "out")
+    assert state == {"length=10__s0": "completed", "length=1__s0": "failed", "nope__s0": "failed"}
+    failed = records.read_json(tmp_path / "out" / "length=1__s0" / "summary.json")
+    assert "Traceback" in failed["traceback"] and "length" in failed["error"]
+    invalid = records.read_json(tmp_path / "out" / "nope__s0" / "summary.json")
+    assert "unknown variant" in invalid["error"]
+
+
+def test_shards_partition_the_runs_exactly():
+    base = config_lib.load(QUICK)
+    study = sweep.grid({"model.variant": ["vanilla", "NFG", "CIFG"], "run.seeds": [(0, 1, 2)]})
+    everything = [run.name for run in sweep.expand(base, study)]
+    parts = [[r.name for r in sweep._shard(sweep.expand(base, study), (i, 2))] for i in range(2)]
+    assert sorted(parts[0] + parts[1]) == sorted(everything)
+    assert not set(parts[0]) & set(parts[1])
+    assert abs(len(parts[0]) - len(parts[1])) <= 1
+    assert sweep.parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "x", "1/0"):
+        with pytest.raises(config_lib.ConfigError):
+            sweep.parse_shard(bad)
+
+
+def test_groups_hold_runs_that_differ_only_in_values():
+    base = config_lib.load(QUICK)
+    study = sweep.grid(
+        {"model.variant": ["vanilla", "NFG"], "optim.lr": [1e-3, 1e-2], "run.seeds": [(0, 1)]}
+    )
+    groups = sweep.plan_groups(sweep.expand(base, study), max_group=64)
+    assert [len(g) for g in groups] == [4, 4]  # learning rates and seeds share a program
+    assert [len(g) for g in sweep.plan_groups(sweep.expand(base, study), max_group=3)] == [
+        3,
+        1,
+        3,
+        1,
+    ]
+    assert len({g[0].group for g in groups}) == 2
+
+
+def test_random_search_is_seeded_and_bucketed():
+    space = {
+        "optim.lr": sweep.log_uniform(1e-6, 1e-2),
+        "model.hidden": sweep.log_buckets(20, 200, 4),
+        "model.input_noise": sweep.uniform(0.0, 1.0),
+    }
+    a, b = sweep.random(50, 0, space), sweep.random(50, 0, space)
+    assert a == b and a != sweep.random(50, 1, space)
+    lrs = np.array([run["optim.lr"] for run in a.runs])
+    assert lrs.min() >= 1e-6 and lrs.max() <= 1e-2
+    assert len({run["model.hidden"] for run in a.runs}) <= 4  # few programs, not 50
+    assert [run["run.seeds"] for run in a.runs[:3]] == [(0,), (1,), (2,)]
+    assert a.kind == "random"
+
+
+def test_best_learning_rates_pick_the_best_validation_mean(tmp_path):
+    runs = []
+    for variant, lr, seed, value in [
+        ("vanilla", 1e-3, 0, 0.80), ("vanilla", 1e-3, 1, 0.82),
+        ("vanilla", 1e-2, 0, 0.90), ("vanilla", 1e-2, 1, 0.70),  # mean 0.80 < 0.81
+        ("NFG", 1e-3, 0, 0.60), ("NFG", 1e-2, 0, 0.65),
+    ]:  # fmt: skip
+        name = f"{variant}__lr={lr}__s{seed}"
+        runs.append({"name": name, "overrides": {"model.variant": variant, "optim.lr": lr}})
+        (tmp_path / name).mkdir()
+        summary = {"status": "completed", "direction": "max", "primary_metric": "accuracy",
+                   "eval/accuracy": value, "hparams/lr": lr}  # fmt: skip
+        records.write_json_atomic(tmp_path / name / "summary.json", summary)
+    records.write_json_atomic(tmp_path / "sweep.json", {"runs": runs})
+    best = {b["model.variant"]: b["optim.lr"] for b in sweep.best_learning_rates(tmp_path).values()}
+    assert best == {"vanilla": 1e-3, "NFG": 1e-2}
+
+
+def test_wandb_sweep_yaml(tmp_path, capsys):
+    assert cli.main(["sweep", QUICK, "--workdir", str(tmp_path), "--wandb-sweep"]) == 0
+    spec = yaml.safe_load((tmp_path / "wandb_sweep.yaml").read_text())
+    assert spec["method"] == "grid"
+    assert spec["metric"] == {"name": "eval/accuracy", "goal": "maximize"}
+    assert spec["parameters"]["model.variant"] == {"values": ["vanilla", "NFG"]}
+    assert spec["parameters"]["run.seeds"] == {"values": [0, 1]}
+    assert spec["command"][:4] == ["${env}", "gatelab", "train", QUICK]
+    assert spec["command"][-1] == "${args_no_hyphens}"
+    # What an agent would run parses: positional KEY=VALUE overrides, one seed.
+    config = config_lib.load(QUICK, ["model.variant=NFG", "run.seeds=1", "wandb.mode=online"])
+    assert config.run.seeds == (1,) and config.model.variant == "NFG"
+    assert "wandb agent" in capsys.readouterr().out
+
+
+def test_sweep_cli_errors_exit_2(tmp_path, capsys):
+    assert cli.main(["sweep", QUICK, "--workdir", str(tmp_path / "x"), "--set", "run.stpes=3"]) == 2
+    assert "did you mean run.steps" in capsys.readouterr().err
+    assert cli.main(["sweep", QUICK, "--shard", "3/2"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_tune_then_test_stage(tmp_path):
+    overrides = FAST + ["run.seeds=0"]
+    config = tmp_path / "study.py"
+    config.write_text(
+        f"exec(open({str(ROOT / 'configs/mnist1d.py')!r}).read())\n"
+        "def sweep(arg=None):\n"
+        "    return grid({'model.variant': ['vanilla', 'NFG'], 'optim.lr': [1e-4, 1e-2]})\n"
+    )
+    target = f"{config}:quick"
+    assert sweep.run_sweep(target, tmp_path / "s", overrides, stage="tune", quiet=True) == 0
+    assert len(statuses(tmp_path / "s" / "tune")) == 4
+    code = sweep.run_sweep(
+        target, tmp_path / "s", overrides, stage="test", test_seeds=2, quiet=True
+    )
+    assert code == 0
+    test = records.read_json(tmp_path / "s" / "test" / "sweep.json")["runs"]
+    assert {r["seed"] for r in test} == {1, 2}  # fresh seeds
+    assert {r["overrides"]["optim.lr"] for r in test} == {1e-2}  # 1e-4 learns nothing in 100 steps
+    assert json.loads((tmp_path / "s" / "test" / "sweep.json").read_text())["stage"] == "test"
