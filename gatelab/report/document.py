@@ -1,0 +1,614 @@
+"""``gatelab report``: records -> report.md, tables (CSV, LaTeX) and figures (PDF, PNG).
+
+Written into ``DIR/report/``::
+
+    report.md             the header, the comparison per view, the sentences, the figures
+    table.csv, table.tex  the comparison over all trials (one row per variant)
+    table_best10.*        the same over the best 10% by validation (random searches)
+    runs.csv              the tidy runs table, one row per run
+    gates.csv             gate statistics per variant, layer and gate
+    figures/              box, box_best10, curves, gates, params (.pdf and .png)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gatelab.report import figures as figures_lib
+from gatelab.report import load, stats, tables
+from gatelab.report.metric import Metric, format_p
+
+__all__ = [
+    "build_report",
+    "resolve_metric",
+    "resolve_baseline",
+    "describe",
+    "selection_metric",
+    "views",
+    "View",
+]
+
+BEST_FRACTION = 0.1  # Greff et al. Fig. 3, bottom row: the best 10% of trials by validation
+
+
+def build_report(
+    directory: str | Path,
+    baseline: str | None = None,
+    metric: str | None = None,
+    *,
+    runs: pd.DataFrame | None = None,
+    curves: pd.DataFrame | None = None,
+    out: Path | None = None,
+    figures: bool = True,
+) -> Path:
+    """Writes the report of the runs in ``directory`` (see the module docstring).
+
+    Args:
+        directory: a sweep, a two-stage sweep (``DIR/tune``, ``DIR/test``: the test stage is
+            reported) or a ``gatelab train`` workdir.
+        baseline: the variant every other one is tested against; default ``vanilla`` when the
+            sweep has it (Greff et al.'s variants are defined against it), else the first variant.
+        metric: a summary key, e.g. ``test/loss``; default ``test/<primary metric>``.
+        runs: the runs table (:func:`gatelab.report.load.load_runs`, or
+            :func:`gatelab.report.load.load_wandb`); read from ``directory`` when ``None``.
+        curves: the curves table; read from ``directory`` with the runs, else none.
+        out: the output directory; default ``directory/report``.
+        figures: draw the figures (most of the time taken); without them, report.md and the
+            tables only.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        ValueError: for a baseline or a metric that the records do not have.
+    """
+    directory = Path(directory)
+    records = None
+    if runs is None:
+        records = load.find_records(directory)
+        runs = load.load_runs(directory)
+        if curves is None:
+            curves = load.load_curves(directory, runs=runs)
+    if curves is None:
+        curves = _no_curves()
+    sweep = dict(records.sweep or {}) if records is not None else dict(runs.attrs.get("sweep", {}))
+    out = Path(out) if out is not None else directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
+
+    task = _common(runs, "task")
+    the_metric = resolve_metric(runs, metric)
+    runs = runs.copy()
+    if the_metric.key not in runs:
+        runs[the_metric.key] = math.nan  # no run got that far: counted, nothing to aggregate
+    the_baseline = resolve_baseline(runs, baseline)
+    order = stats.variant_order(runs, the_baseline)
+    selection = selection_metric(runs, the_metric)
+
+    sections = []
+    made = []
+    the_views = views(runs, the_metric, the_baseline, order, selection, sweep.get("kind"))
+    for view in the_views:
+        tables.write_csv(view.table, the_metric, out / f"table{view.suffix}.csv")
+        tables.write_tex(view.table, the_metric, the_baseline, out / f"table{view.suffix}.tex")
+        figure_name = None
+        if figures and len(view.used):
+            figure = figures_lib.box_figure(
+                [figures_lib.Panel("", view.used, view.table)], the_metric, the_baseline, order
+            )
+            figure_name = f"box{view.suffix}"
+            figures_lib.save(figure, out / "figures" / figure_name)
+            made.append(figure_name)
+        sections.append(_view_section(view, the_metric, the_baseline, task, figure_name))
+
+    used = the_views[0].used
+    runs.to_csv(out / "runs.csv", index=False)
+
+    # Learning curves: the validation primary metric of the runs in the means.
+    band = stats.curve_band(curves, selection.key, used)
+    curve_note = None
+    if figures and len(band):
+        figures_lib.save(
+            figures_lib.curve_figure(band, selection, order), out / "figures" / "curves"
+        )
+        made.append("curves")
+    elif not len(band):
+        curve_note = f"No learning curves: no completed run logged `{selection.key}`."
+    else:
+        curve_note = "Figures not drawn (`figures=False`)."
+
+    gates = stats.gate_table(used, order)
+    gates.to_csv(out / "gates.csv", index=False)
+    gates_averaged = stats.gate_table(used, order, average_layers=True)
+    if figures and len(gates_averaged):
+        figures_lib.save(figures_lib.gate_figure(gates_averaged, order), out / "figures" / "gates")
+        made.append("gates")
+
+    if figures and len(used) and "params/total" in used:
+        figure = figures_lib.params_figure(used, the_views[0].table, the_metric, order)
+        figures_lib.save(figure, out / "figures" / "params")
+        made.append("params")
+
+    text = [
+        _header(directory, records, sweep, runs, the_metric, the_baseline, task, made, out),
+        *sections,
+        _tuning_section(records, runs, selection),
+        _curves_section(curve_note, selection, "curves" in made),
+        _gates_section(gates_averaged, order, "gates" in made),
+        _params_section("params" in made, the_metric),
+        _left_out_section(runs),
+    ]
+    path = out / "report.md"
+    path.write_text("\n\n".join(t for t in text if t).rstrip() + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# What is compared
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_metric(runs: pd.DataFrame, metric: str | None = None) -> Metric:
+    """The reported metric: ``metric`` (a key, or a bare name meaning ``test/<name>``) or
+    ``test/<primary metric>``; its direction and chance level from the summaries.
+
+    Raises:
+        ValueError: when ``metric`` is given and no run has it, or when there is no primary
+            metric to default to.
+    """
+    primary = _common(runs, "primary_metric")
+    if metric is None and primary is None:
+        raise ValueError("the records name no primary_metric (no run has a summary); pass a metric")
+    key = metric if metric is not None else f"test/{primary}"
+    key = key if "/" in key else f"test/{key}"
+    found = sorted(c for c in runs.columns if c.startswith(("test/", "eval/", "final/", "train/")))
+    # Without any metric in the records (no run got that far) there is nothing to check against.
+    if metric is not None and key not in runs and found:
+        raise ValueError(f"no run has the metric {key!r}; the records have: {', '.join(found)}")
+    return describe(runs, key)
+
+
+def describe(runs: pd.DataFrame, key: str) -> Metric:
+    """``key`` as a :class:`Metric`, with the task's direction and chance level where it is the
+    task's primary metric (from the summaries' ``primary_metric``, ``direction``, ``chance``)."""
+    chance = None
+    if "chance" in runs:
+        finite = pd.to_numeric(runs["chance"], errors="coerce").dropna()
+        chance = float(finite.iloc[0]) if len(finite) else None
+    return Metric.from_key(
+        key,
+        primary=_common(runs, "primary_metric"),
+        primary_direction=_common(runs, "direction"),
+        chance=chance,
+        task=_common(runs, "task"),
+    )
+
+
+def selection_metric(runs: pd.DataFrame, metric: Metric) -> Metric:
+    """The validation metric that selects runs (best 10%) and draws learning curves: the task's
+    primary metric on the validation set (``eval/<primary>``), else ``eval/<metric's name>``."""
+    return describe(runs, f"eval/{_common(runs, 'primary_metric') or metric.name}")
+
+
+def resolve_baseline(runs: pd.DataFrame, baseline: str | None = None) -> str:
+    """``baseline``, else ``vanilla`` when present, else the first variant of the sweep.
+
+    Raises:
+        ValueError: when ``baseline`` is not a variant of the records, or there are no runs.
+    """
+    variants = list(dict.fromkeys(runs["variant"]))
+    if not variants:
+        raise ValueError("the records hold no runs")
+    if baseline is not None:
+        if baseline not in variants:
+            raise ValueError(f"baseline {baseline!r} is not among the variants: {variants}")
+        return baseline
+    return "vanilla" if "vanilla" in variants else variants[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One way of choosing the runs that enter the comparison (all trials; best 10%).
+
+    Attributes:
+        title: the section's and the panel's title.
+        suffix: of its files (``table{suffix}.csv``, ``box{suffix}.png``).
+        note: how the runs were chosen.
+        used: the runs whose values are aggregated.
+        table: :func:`gatelab.report.stats.compare` of them.
+    """
+
+    title: str
+    suffix: str
+    note: str
+    used: pd.DataFrame
+    table: pd.DataFrame
+
+
+def views(
+    runs: pd.DataFrame,
+    metric: Metric,
+    baseline: str,
+    order: Sequence[str],
+    selection: Metric,
+    kind: str | None,
+) -> list[View]:
+    """All trials; for a random search also the best 10% by validation (Greff et al., Fig. 3)."""
+    used = stats.usable(runs, metric)
+    out = [
+        View(
+            "All runs",
+            "",
+            "Every completed run with a finite metric.",
+            used,
+            stats.compare(runs, metric, baseline, order),
+        )
+    ]
+    if kind == "random" and selection.key in runs:
+        best = stats.best_fraction(used, selection, BEST_FRACTION, order)
+        out.append(
+            View(
+                "Best 10% by validation",
+                "_best10",
+                f"Per variant, the best {BEST_FRACTION:.0%} of its completed runs (at least one) "
+                f"by `{selection.key}` ({selection.direction_words}); Greff et al.'s Fig. 3, "
+                "bottom row.",
+                best,
+                stats.compare(runs, metric, baseline, order, used=best),
+            )
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Sections of report.md
+# ----------------------------------------------------------------------------------------------
+
+
+def _header(
+    directory: Path,
+    records: load.Records | None,
+    sweep: dict[str, Any],
+    runs: pd.DataFrame,
+    metric: Metric,
+    baseline: str,
+    task: str | None,
+    made: list[str],
+    out: Path,
+) -> str:
+    counts = Counter(runs["status"])
+    count_text = ", ".join(f"{counts[s]} {s}" for s in load.STATUSES if counts[s])
+    lines = [f"# gatelab report: {task or 'unknown task'}", ""]
+    if records is not None:
+        where = f"`{records.root}`"
+        if records.root != directory:
+            where += " (the test stage of a two-stage sweep"
+            where += f"; learning rates tuned in `{records.tune}`)" if records.tune else ")"
+        lines.append(f"- Records: {where}")
+    elif sweep.get("source"):  # load_wandb
+        lines.append(f"- Records: {sweep['source']}")
+    elif runs.attrs.get("root"):  # load_runs, passed in
+        lines.append(f"- Records: `{runs.attrs['root']}`")
+    if sweep.get("config"):
+        config = f"`{sweep['config']}`" + (
+            f" (argument `{sweep['arg']}`)" if sweep.get("arg") else ""
+        )
+        details = [f"kind {sweep.get('kind', '?')}", f"stage {sweep.get('stage', '?')}"]
+        if sweep.get("overrides"):
+            details.append("overrides " + ", ".join(f"`{o}`" for o in sweep["overrides"]))
+        lines.append(f"- Sweep: {config}; {'; '.join(details)}")
+    varying = _varying(runs)
+    if varying:
+        lines.append("- Runs vary in: " + ", ".join(f"`{k}`" for k in varying))
+    versions = sorted({str(v) for v in runs.get("code_version", pd.Series()).dropna()})
+    if sweep.get("code_version"):
+        lines.append(f"- Code version: {sweep['code_version']}")
+        other = [v for v in versions if v != sweep["code_version"]]
+        if other:
+            lines.append("- **Runs written by other code versions**: " + "; ".join(other))
+    elif versions:
+        several = len(versions) > 1
+        lines.append(
+            ("- **Several code versions**: " if several else "- Code version: ")
+            + "; ".join(versions)
+        )
+    tasks = sorted({str(t) for t in runs.get("task", pd.Series()).dropna()})
+    if len(tasks) > 1:
+        lines.append(f"- **Several tasks in one report** ({', '.join(tasks)}): numbers mix them.")
+    chance = (
+        f"; chance level {metric.format(metric.chance, 1 if metric.percent else 4)}"
+        if metric.chance is not None
+        else ""
+    )
+    lines.append(f"- Metric: {metric.words} (`{metric.key}`, {metric.direction_words}){chance}")
+    lines.append(f"- Baseline: {baseline}")
+    lines.append(f"- Runs: {len(runs)} ({count_text})")
+    excluded = counts["diverged"] + counts["failed"] + counts["pending"] + counts["running"]
+    if excluded:
+        lines.append(
+            f"- {_excluded_words(counts)}: counted in the tables, left out of every mean, "
+            "median, test and figure (listed at the end)."
+        )
+    if made:
+        listed = ", ".join(f"`{name}`" for name in made)
+        lines.append(f"- Figures: `{out / 'figures'}/` ({listed}; PDF and PNG)")
+    lines.append(
+        "- Tables: `table.csv` (raw values: an accuracy is a fraction) and `table.tex` (booktabs)"
+        "; `runs.csv` has one row per run"
+    )
+    if task == "chorales":
+        lines += [
+            "",
+            "> **Note:** `chorales` is a JSB-like set built from music21's corpus of Bach "
+            "chorales, not the JSB files of Boulanger-Lewandowski et al. (2012) that Greff et "
+            "al. used, so its numbers are not directly comparable with theirs.",
+        ]
+    return "\n".join(lines)
+
+
+def _view_section(
+    view: View, metric: Metric, baseline: str, task: str | None, figure_name: str | None
+) -> str:
+    table = view.table
+    headers, rows, align = tables.comparison_rows(table, metric, baseline)
+    tested = int(np.isfinite(table["p"]).sum())
+    lines = [f"## {view.title}", "", view.note, "", tables.markdown(rows, headers, align), ""]
+    lines.append(
+        "Mean ± sample standard deviation (ddof = 1), median and best over the n completed runs "
+        f"used. p: Welch's t-test (two-sided, unequal variances) against {baseline}; "
+        f"p (Holm): Holm-Bonferroni-adjusted over the m = {tested} variants tested; significant "
+        f"when p (Holm) < {stats.ALPHA}."
+    )
+    lines.append("")
+    lines += _sentences(table, metric, baseline, task)
+    if figure_name:
+        lines += [
+            "",
+            f"![{view.title}: {metric.words} per variant](figures/{figure_name}.png)",
+            "",
+            f"*`figures/{figure_name}.pdf`: a box per variant (quartiles, whiskers at 1.5 IQR) "
+            f"and every run as a point; dashed: the {baseline} median; blue, thick: significant "
+            "(Holm-adjusted p < 0.05).*",
+        ]
+    return "\n".join(lines)
+
+
+def _sentences(table: pd.DataFrame, metric: Metric, baseline: str, task: str | None) -> list[str]:
+    """A sentence per significant variant; then those not significant and those not tested."""
+    if len(table) == 1:
+        return ["- One variant only: nothing to test."]
+    if baseline not in table.index or table.loc[baseline, "n"] < 2:
+        return [f"- No tests: {baseline} has fewer than 2 completed runs."]
+    decimals = metric.decimals(table["std"], table["mean"])
+    base = table.loc[baseline]
+    base_text = metric.format_mean_std(base["mean"], base["std"], decimals)
+    lines, plain, untested = [], [], []
+    for variant, row in table.iterrows():
+        if variant == baseline:
+            continue
+        if not math.isfinite(row["p"]):
+            untested.append(str(variant))
+        elif row["significant"]:
+            lines.append(
+                f"- {variant} is significantly {row['verdict']} than {baseline}"
+                f"{f' on {task}' if task else ''}: "
+                f"{metric.format_mean_std(row['mean'], row['std'], decimals)} vs {base_text}, "
+                f"p = {format_p(row['p_holm'])} (Holm-adjusted)."
+            )
+        else:
+            plain.append(f"{variant} (p = {format_p(row['p_holm'])})")
+    if not lines:
+        lines.append(f"- No variant differs significantly from {baseline}.")
+    if plain:
+        lines.append(
+            f"- Not significantly different from {baseline} (Holm-adjusted p ≥ {stats.ALPHA}): "
+            + ", ".join(plain)
+            + "."
+        )
+    if untested:
+        lines.append(
+            "- Not tested (fewer than 2 completed runs, or no spread on either side): "
+            + ", ".join(untested)
+            + "."
+        )
+    return lines
+
+
+def _tuning_section(
+    records: load.Records | None, runs: pd.DataFrame, selection: Metric
+) -> str | None:
+    """The learning rate chosen per variant in ``DIR/tune`` and the one its test runs used."""
+    if records is None or records.tune is None:
+        return None
+    tune = load.load_runs(records.tune)
+    lr = "hparams/lr"
+    if lr not in tune or selection.key not in tune:
+        return (
+            f"## Learning-rate tuning\n\n`{records.tune}` records no `{lr}` or `{selection.key}`."
+        )
+    used = stats.usable(tune, selection)
+    rows = []
+    for variant in stats.variant_order(tune, None):
+        own = used[used["variant"] == variant]
+        tried = sorted(pd.to_numeric(tune.loc[tune["variant"] == variant, lr]).dropna().unique())
+        means = own.groupby(lr)[selection.key].agg(["mean", "count"])
+        if len(means):
+            best_lr = (
+                means["mean"].idxmax() if selection.direction == "max" else means["mean"].idxmin()
+            )
+            best = means.loc[best_lr]
+            decimals = selection.decimals([], means["mean"])
+            value = selection.format(best["mean"], decimals)
+            chosen = f"{best_lr:.3g} ({value}, n = {int(best['count'])})"
+        else:
+            chosen = "n/a (no completed run)"
+        in_test = runs.loc[runs["variant"] == variant, lr] if lr in runs else pd.Series()
+        test_lrs = sorted(pd.to_numeric(in_test, errors="coerce").dropna().unique())
+        rows.append(
+            [
+                variant,
+                ", ".join(f"{v:.3g}" for v in tried),
+                chosen,
+                ", ".join(f"{v:.3g}" for v in test_lrs) or "(not in the test stage)",
+            ]
+        )
+    headers = [
+        "variant",
+        "learning rates tried",
+        f"best by mean {selection.words} (value, n)",
+        "used in the test stage",
+    ]
+    return "\n".join(
+        [
+            "## Learning-rate tuning",
+            "",
+            f"From `{records.tune}`: completed runs only, mean over seeds per learning rate.",
+            "",
+            tables.markdown(rows, headers),
+        ]
+    )
+
+
+def _curves_section(note: str | None, selection: Metric, made: bool) -> str:
+    lines = ["## Learning curves", ""]
+    if not made:
+        return "\n".join([*lines, note or "No learning curves."])
+    lines += [
+        f"![{selection.words} against the training step](figures/curves.png)",
+        "",
+        f"*`figures/curves.pdf`: {selection.words} of the completed runs against the training "
+        "step; the line is the mean over runs, the band a 95% t-interval of the mean "
+        "(mean ± t(0.975, n-1) · s/√n, drawn where n ≥ 2).*",
+    ]
+    return "\n".join(lines)
+
+
+def _gates_section(gates: pd.DataFrame, order: Sequence[str], made: bool) -> str | None:
+    if not len(gates):
+        return None
+    names = list(dict.fromkeys(gates["gate"]))
+    names = sorted(
+        names,
+        key=lambda g: (
+            list(figures_lib.GATE_COLORS).index(g) if g in figures_lib.GATE_COLORS else 99,
+            g,
+        ),
+    )
+    cell = gates.set_index(["variant", "gate", "stat"])["mean"]
+    rows = []
+    for variant in order:
+        if variant not in set(gates["variant"]):
+            continue
+        row = [variant]
+        for gate in names:
+            if (variant, gate, "mean") in cell.index:
+                row.append(
+                    f"{cell[(variant, gate, 'mean')]:.2f} "
+                    f"({cell[(variant, gate, 'low')]:.0%} / {cell[(variant, gate, 'high')]:.0%})"
+                )
+            else:
+                row.append("—")
+        rows.append(row)
+    lines = [
+        "## Gate statistics",
+        "",
+        "Mean activation (fraction < 0.1 / fraction > 0.9) of each gate at the end of training, "
+        "averaged over layers, directions and completed runs; — : the variant has no such gate. "
+        "Per layer: `gates.csv`.",
+        "",
+        tables.markdown(rows, ["variant", *names]),
+    ]
+    if made:
+        lines += ["", "![gate statistics](figures/gates.png)"]
+    return "\n".join(lines)
+
+
+def _params_section(made: bool, metric: Metric) -> str | None:
+    if not made:
+        return None
+    return "\n".join(
+        [
+            "## Metric and parameters",
+            "",
+            f"![{metric.words} against the parameter count](figures/params.png)",
+            "",
+            "*`figures/params.pdf`: every completed run (faint) and each variant's mean ± std.*",
+        ]
+    )
+
+
+def _left_out_section(runs: pd.DataFrame) -> str | None:
+    left = runs[runs["status"] != "completed"]
+    if not len(left):
+        return None
+    rows = []
+    for _, run in left.iterrows():
+        if run["status"] == "diverged":
+            step = run.get("diverged_step")
+            detail = f"loss non-finite at step {int(step)}" if _finite(step) else "loss non-finite"
+        elif run["status"] == "failed":
+            error = run.get("error")
+            detail = (
+                str(error).splitlines()[0] if isinstance(error, str) and error else "no summary"
+            )
+        elif run["status"] == "running":
+            detail = "still running (or stopped without a final summary)"
+        else:
+            detail = "never started"
+        seed = "" if pd.isna(run["seed"]) else str(int(run["seed"]))
+        rows.append([f"`{run['name']}`", str(run["variant"]), seed, str(run["status"]), detail])
+    return "\n".join(
+        [
+            "## Runs left out",
+            "",
+            tables.markdown(rows, ["run", "variant", "seed", "status", "detail"]),
+        ]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def _common(runs: pd.DataFrame, column: str) -> Any:
+    """The most frequent value of ``column`` (ties: the first seen), or ``None``."""
+    if column not in runs:
+        return None
+    values = runs[column].dropna()
+    if not len(values):
+        return None
+    return Counter(values).most_common(1)[0][0]
+
+
+def _varying(runs: pd.DataFrame) -> list[str]:
+    """The override keys (and the seed) that take more than one value across the runs."""
+    keys = [c for c in runs.columns if c.startswith("override/")]
+    varying = [c.removeprefix("override/") for c in keys if runs[c].astype(str).nunique() > 1]
+    if "seed" not in varying and runs["seed"].nunique() > 1:
+        varying.append("seed")
+    return varying
+
+
+def _excluded_words(counts: Counter) -> str:
+    words = [f"{counts[s]} {s}" for s in ("diverged", "failed", "running", "pending") if counts[s]]
+    return ", ".join(words)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _no_curves() -> pd.DataFrame:
+    columns = ["run", "variant", "seed", "status", "step", "key", "value"]
+    return pd.DataFrame({c: pd.Series(dtype=float if c == "value" else object) for c in columns})
