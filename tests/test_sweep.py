@@ -32,7 +32,6 @@ def statuses(directory: Path) -> dict[str, str]:
     return {r["name"]: r["status"] for r in records.read_json(directory / "sweep.json")["runs"]}
 
 
-@pytest.mark.xdist_group("sweep")
 def test_a_tiny_sweep_compiles_one_program_per_variant_and_resumes(tmp_path, compilations):
     # 2 variants x 2 seeds: 2 programs, not 4.
     assert sweep.run_sweep(QUICK, tmp_path, FAST, quiet=True) == 0
@@ -62,7 +61,6 @@ def test_a_tiny_sweep_compiles_one_program_per_variant_and_resumes(tmp_path, com
         assert records.read_json(tmp_path / name / "summary.json") == summaries[name]
 
 
-@pytest.mark.xdist_group("sweep")
 def test_a_failing_run_is_recorded_with_its_traceback_and_the_sweep_goes_on(tmp_path):
     config = tmp_path / "study.py"
     config.write_text(

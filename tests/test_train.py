@@ -39,7 +39,7 @@ _QUICK: dict[str, tuple] = {}
 def quick_run(tmp_path_factory):
     """``quick_run(name)``: the config's quick form, trained once per process, W&B offline.
 
-    Tests that share a config carry ``xdist_group(name)`` so one worker trains it.
+    The tests of one config live in one class, which ``--dist loadscope`` keeps on one worker.
     """
 
     def get(name: str):
@@ -52,78 +52,98 @@ def quick_run(tmp_path_factory):
     return get
 
 
-# --------------------------------------------------------------------------------------------------
-# Every config: loads, trains, records, mirrors to W&B.
-# --------------------------------------------------------------------------------------------------
-
-
 def test_every_config_has_a_documented_default_and_quick_form():
     assert set(CONFIGS) >= {"adding", "copy", "mnist1d", "digits", "chorales", "shakespeare"}
     for name in CONFIGS:
         module = config_lib.load_module(ROOT / "configs" / f"{name}.py")
         config_lib.validate(module.get_config())
         assert "gatelab train configs/" in module.__doc__, name
+    tested = {cls.name for cls in QuickConfig.__subclasses__()}
+    assert tested == set(CONFIGS), "every config needs its Test class below"
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=pytest.mark.xdist_group(n)) for n in CONFIGS]
-)
-def test_quick_config_trains_and_records(quick_run, name):
-    config, workdir, (summary,) = quick_run(name)
-    run_dir = workdir / "seed_0"
-    assert summary["status"] == "completed"
-    assert (workdir / "checkpoints").is_dir()
-    stored = json.loads((run_dir / "config.json").read_text())
-    assert stored["config"] == config_lib.to_dict(config)
-    assert stored["code_version"].startswith("gatelab")
-    on_disk = records.read_json(run_dir / "summary.json")
-    assert on_disk == summary
-    for key in ("step", "best_step", "params/total", "params/candidate", "time/steps_per_s"):
-        assert key in summary, key
-    metric = summary["primary_metric"]
-    for key in (f"eval/{metric}", f"test/{metric}", f"final/test/{metric}"):
-        assert np.isfinite(summary[key]), key
-    rows = records.read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in rows] == list(
-        range(config.run.log_every, config.run.steps + 1, config.run.log_every)
-    )
-    assert any(k.startswith("gates/layer0/") for k in rows[-1])
-    # The offline W&B run holds the same train/loss history, read back from its .wandb file.
-    logged = {
-        row["step"]: row["train/loss"]
-        for row in wandb_reader.history(wandb_reader.run_file(run_dir))
-        if "train/loss" in row
-    }
-    assert logged == {row["step"]: row["train/loss"] for row in rows}
+class QuickConfig:
+    """Every config: its quick form trains, records, and mirrors to W&B."""
+
+    name: str
+
+    def test_trains_and_records(self, quick_run):
+        config, workdir, (summary,) = quick_run(self.name)
+        run_dir = workdir / "seed_0"
+        assert summary["status"] == "completed"
+        assert (workdir / "checkpoints").is_dir()
+        stored = json.loads((run_dir / "config.json").read_text())
+        assert stored["config"] == config_lib.to_dict(config)
+        assert stored["code_version"].startswith("gatelab")
+        assert records.read_json(run_dir / "summary.json") == summary
+        for key in ("step", "best_step", "params/total", "params/candidate", "time/steps_per_s"):
+            assert key in summary, key
+        metric = summary["primary_metric"]
+        for key in (f"eval/{metric}", f"test/{metric}", f"final/test/{metric}"):
+            assert np.isfinite(summary[key]), key
+        rows = records.read_metrics(run_dir / "metrics.jsonl")
+        assert [r["step"] for r in rows] == list(
+            range(config.run.log_every, config.run.steps + 1, config.run.log_every)
+        )
+        assert any(k.startswith("gates/layer0/") for k in rows[-1])
+        # The offline W&B run holds the same train/loss history, read back from its .wandb file.
+        logged = {
+            row["step"]: row["train/loss"]
+            for row in wandb_reader.history(wandb_reader.run_file(run_dir))
+            if "train/loss" in row
+        }
+        assert logged == {row["step"]: row["train/loss"] for row in rows}
 
 
-@pytest.mark.xdist_group("adding")
-def test_adding_learns(quick_run):
-    assert quick_run("adding")[2][0]["test/mse"] < 0.05  # chance 1/6
+class TestAdding(QuickConfig):
+    name = "adding"
+
+    def test_learns(self, quick_run):
+        assert quick_run("adding")[2][0]["test/mse"] < 0.05  # chance 1/6
 
 
-@pytest.mark.xdist_group("mnist1d")
-def test_mnist1d_learns(quick_run):
-    assert quick_run("mnist1d")[2][0]["test/accuracy"] >= 0.40  # chance 0.1
+class TestMnist1d(QuickConfig):
+    name = "mnist1d"
+
+    def test_learns(self, quick_run):
+        assert quick_run("mnist1d")[2][0]["test/accuracy"] >= 0.40  # chance 0.1
+
+    def test_saved_best_parameters_reproduce_the_test_metric(self, quick_run):
+        _, workdir, (summary,) = quick_run("mnist1d")
+        run = train.restore_run(workdir / "seed_0")
+        test = run.task.eval_set("test")
+        apply = jax.jit(run.model.apply)
+        outputs = apply({"params": run.best_params}, jnp.asarray(test["inputs"]))
+        batch = {k: jnp.asarray(v) for k, v in test.items()}
+        total, weight = run.task.metrics(outputs, batch)["accuracy"]
+        assert float(total / weight) == pytest.approx(summary["test/accuracy"], abs=1e-6)
 
 
-@pytest.mark.xdist_group("mnist1d")
-def test_saved_best_parameters_reproduce_the_test_metric(quick_run):
-    _, workdir, (summary,) = quick_run("mnist1d")
-    run = train.restore_run(workdir / "seed_0")
-    test = run.task.eval_set("test")
-    outputs = jax.jit(run.model.apply)({"params": run.best_params}, jnp.asarray(test["inputs"]))
-    total, weight = run.task.metrics(outputs, {k: jnp.asarray(v) for k, v in test.items()})[
-        "accuracy"
-    ]
-    assert float(total / weight) == pytest.approx(summary["test/accuracy"], abs=1e-6)
+class TestDigits(QuickConfig):
+    name = "digits"
+
+    def test_a_finished_workdir_is_not_trained_again(self, quick_run, monkeypatch):
+        config, workdir, summaries = quick_run("digits")
+        monkeypatch.setattr(train, "Checkpoints", None)  # would fail if training started
+        assert train.train_and_evaluate(config, workdir, quiet=True) == summaries
+
+    def test_a_workdir_with_another_config_is_refused(self, quick_run):
+        config, workdir, _ = quick_run("digits")
+        with pytest.raises(ValueError) as error:
+            train.train_and_evaluate(config.replace(model={"hidden": 16}), workdir, quiet=True)
+        assert "model.hidden: 32 -> 16" in str(error.value)
 
 
-@pytest.mark.xdist_group("digits")
-def test_a_finished_workdir_is_not_trained_again(quick_run, monkeypatch):
-    config, workdir, summaries = quick_run("digits")
-    monkeypatch.setattr(train, "Checkpoints", None)  # would fail if training started
-    assert train.train_and_evaluate(config, workdir, quiet=True) == summaries
+class TestCopy(QuickConfig):
+    name = "copy"
+
+
+class TestChorales(QuickConfig):
+    name = "chorales"
+
+
+class TestShakespeare(QuickConfig):
+    name = "shakespeare"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,7 +212,7 @@ RESUME = ["wandb.mode=disabled", "run.steps=200", "run.log_every=25", "run.eval_
 RESUME += ["run.checkpoint_every=50", "run.seeds=0,1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def uninterrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("uninterrupted")
     train.train_and_evaluate(load("digits", *RESUME), workdir, quiet=True)
@@ -208,24 +228,6 @@ def assert_same_record(workdir: Path, reference: Path):
         assert without_timing(records.read_json(a / "summary.json")) == without_timing(
             records.read_json(b / "summary.json")
         )
-
-
-@pytest.mark.xdist_group("resume")
-def test_resume_after_a_crash_equals_the_uninterrupted_run(tmp_path, monkeypatch, uninterrupted):
-    original = records.RunRecord.log
-
-    def crash_at_125(self, row):
-        original(self, row)
-        if row["step"] == 125:  # logged, but the last checkpoint is at step 100
-            raise RuntimeError("simulated crash")
-
-    monkeypatch.setattr(records.RunRecord, "log", crash_at_125)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
-    assert records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl")[-1]["step"] == 125
-    monkeypatch.setattr(records.RunRecord, "log", original)
-    train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
-    assert_same_record(tmp_path, uninterrupted)
 
 
 def _train_process(workdir: Path, delay: float = 0.0) -> subprocess.Popen:
@@ -244,25 +246,43 @@ def _wait_for(condition, process, timeout=120.0):
         time.sleep(0.02)
 
 
-@pytest.mark.xdist_group("resume")
-def test_sigkill_anywhere_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
-    checkpoints = tmp_path / "checkpoints"
-    lines = lambda: len(records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl"))  # noqa: E731
-    # 1. Killed while the first checkpoint is being written (saves slowed by the test hook).
-    process = _train_process(tmp_path, delay=30.0)
-    _wait_for(lambda: checkpoints.exists() and any(checkpoints.iterdir()), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert train.Checkpoints(checkpoints).latest_step() is None  # the half-written one is ignored
-    # 2. Resumed, then killed at an arbitrary moment after the second checkpoint.
-    process = _train_process(tmp_path)
-    _wait_for(lambda: lines() >= 5, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    # 3. Resumed to the end.
-    process = _train_process(tmp_path)
-    assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-3000:]
-    assert_same_record(tmp_path, uninterrupted)
+class TestResume:
+    """A run interrupted anywhere ends exactly as the uninterrupted one (one worker: one class)."""
+
+    def test_after_a_crash(self, tmp_path, monkeypatch, uninterrupted):
+        original = records.RunRecord.log
+
+        def crash_at_125(record, row):
+            original(record, row)
+            if row["step"] == 125:  # logged, but the last checkpoint is at step 100
+                raise RuntimeError("simulated crash")
+
+        monkeypatch.setattr(records.RunRecord, "log", crash_at_125)
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
+        assert records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl")[-1]["step"] == 125
+        monkeypatch.setattr(records.RunRecord, "log", original)
+        train.train_and_evaluate(load("digits", *RESUME), tmp_path, quiet=True)
+        assert_same_record(tmp_path, uninterrupted)
+
+    def test_after_sigkill_anywhere(self, tmp_path, uninterrupted):
+        checkpoints = tmp_path / "checkpoints"
+        lines = lambda: len(records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl"))  # noqa: E731
+        # 1. Killed while the first checkpoint is being written (saves slowed by the test hook).
+        process = _train_process(tmp_path, delay=30.0)
+        _wait_for(lambda: checkpoints.exists() and any(checkpoints.iterdir()), process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert train.Checkpoints(checkpoints).latest_step() is None  # half-written: ignored
+        # 2. Resumed, then killed at an arbitrary moment after the second checkpoint.
+        process = _train_process(tmp_path)
+        _wait_for(lambda: lines() >= 5, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        # 3. Resumed to the end.
+        process = _train_process(tmp_path)
+        assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-3000:]
+        assert_same_record(tmp_path, uninterrupted)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -305,14 +325,6 @@ def test_typo_in_a_flag_is_an_argparse_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "configs/adding.py", "--wrokdir", "x"])
     assert exit_.value.code == 2
-
-
-@pytest.mark.xdist_group("digits")
-def test_a_workdir_with_another_config_is_refused(quick_run):
-    config, workdir, _ = quick_run("digits")
-    with pytest.raises(ValueError) as error:
-        train.train_and_evaluate(config.replace(model={"hidden": 16}), workdir, quiet=True)
-    assert "model.hidden: 32 -> 16" in str(error.value)
 
 
 def test_config_round_trips_through_json():
