@@ -7,6 +7,7 @@ gatelab train CONFIG[:ARG] [--workdir DIR] [--set KEY=VALUE ...] [--quiet]
 from __future__ import annotations
 
 import argparse
+import ctypes
 import inspect
 import json
 import os
@@ -286,6 +287,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def tune_allocator() -> None:
+    """Keeps freed memory in the process instead of returning it to the kernel (glibc only).
+
+    XLA allocates and frees tens of MB of scratch per training step; glibc's default returns
+    large blocks to the kernel at once (mmap/munmap), so every step pays the page faults of
+    fresh memory again. With mmap off and trimming deferred, the memory is reused: 1.25-1.35x
+    more training steps per second here (experiments/bench). ``GATELAB_MALLOC=system`` opts out.
+    """
+    if os.environ.get("GATELAB_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...): leave the allocator alone
+        return
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # from glibc's malloc.h
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+
+
 def configure_jax() -> None:
     """Process-wide JAX settings of the entry points (never at import time).
 
@@ -303,6 +324,7 @@ def configure_jax() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     configure_jax()
     try:
         return args.run(args)

@@ -5,10 +5,10 @@ number of live parameter blocks (learned gates plus the candidate), ``G`` the le
 
 ``GatedRNN`` owns exactly the parameters of ``GatedCell`` (same names, same shapes, same
 initialisation) and equals ``flax.linen.RNN(GatedCell(...))`` in values and gradients; inside it
-concatenates the live blocks so that each time step does one input and one recurrent matmul
-(``(b, d) x (d, k*H)`` hoisted out of the scan as a single ``(b*t, d) x (d, k*H)``, and
-``(b, H) x (H, k*H)`` per step). A removed or tied gate is no block: it costs no FLOPs. The min
-family, whose gates see only ``x``, runs as one ``jax.lax.associative_scan``.
+concatenates the live blocks so that each time step does one input matmul ``(b, d) x (d, k*H)``
+and one recurrent matmul ``(b, H) x (H, k*H)`` (and a hand-written backward pass on request). A
+removed or tied gate is no block: it costs no FLOPs. The min family, whose gates see only ``x``,
+runs as one ``jax.lax.associative_scan`` on accelerators.
 """
 
 from __future__ import annotations
@@ -61,49 +61,53 @@ def _masked(mask: Array | None, new, old):
 
 
 # --------------------------------------------------------------------------------------------------
-# The recurrence with a hand-written backward pass.
+# The recurrence, and a hand-written backward pass for it.
 # --------------------------------------------------------------------------------------------------
 #
-# Every LSTM- and GRU-family step is `cell(p_t, read(carry_{t-1}) @ w, carry_{t-1}, m_t, consts)`:
-# a projection p_t of the input (computed for all steps at once, outside), one recurrent matmul,
-# and elementwise work. Autodiff through `lax.scan` would accumulate dw = sum_t read_t^T ds_t one
-# small matmul per step inside the backward loop; here the backward loop does only the recurrent
-# matmul ds_t w^T per step (and the cell's elementwise vjp), and dw is one large matmul over all
-# steps afterwards, where the CPU's matmul reaches far more of its peak (cuDNN does the same).
+# Every LSTM- and GRU-family step is
+#     p_t = x_t @ wx + b;  carry_t, y_t = cell(p_t, read(carry_{t-1}) @ w, carry_{t-1}, m_t, k)
+# two matmuls (all live blocks fused) and elementwise work. The input projection stays inside the
+# scan: hoisting it out as one (t*b, d) x (d, k*H) matmul measured 1.3-1.6x slower on the CPU
+# (experiments/bench, "projection"). Autodiff through `lax.scan` accumulates dw = sum_t
+# read_t^T ds_t with one small matmul per step inside the backward loop; the hand-written
+# backward does only ds_t w^T per step (and the cell's elementwise vjp), and the weight and input
+# gradients afterwards as single large matmuls over all steps, as cuDNN does.
 
 
-def _run_cell(cell, read, w, projected, carry, mask, consts, unroll):
-    """The forward scan; also returns each step's recurrent term and previous carry."""
+def _run_cell(cell, read, params, x, carry, mask, consts, unroll):
+    """The forward scan; also returns each step's projection, recurrent term and previous carry."""
+    wx, b, w = params
 
     def step(carry, inputs):
-        proj, m = inputs
+        x_t, m = inputs
+        proj = x_t @ wx + b
         rec = read(carry) @ w
         new_carry, y, _ = cell(proj, rec, carry, m, consts)
-        return new_carry, (y, rec, carry)
+        return new_carry, (y, proj, rec, carry)
 
-    final, (ys, recs, prevs) = jax.lax.scan(step, carry, (projected, mask), unroll=unroll)
-    return (final, ys), (recs, prevs)
+    final, (ys, projs, recs, prevs) = jax.lax.scan(step, carry, (x, mask), unroll=unroll)
+    return (final, ys), (projs, recs, prevs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 7))
-def fused_recurrence(cell, read, w, projected, carry, mask, consts, unroll=1):
-    """``(carry_T, ys)`` of ``carry_t, y_t = cell(p_t, read(carry_{t-1}) @ w, carry_{t-1}, m_t,
-    consts)`` over time-major ``projected`` (t, b, k), with the backward pass described above.
+def fused_recurrence(cell, read, params, x, carry, mask, consts, unroll=1):
+    """``(carry_T, ys)`` of the recurrence above over time-major ``x`` (t, b, d), with
+    ``params = (wx, b, w)``, differentiated by the hand-written backward pass.
 
     ``cell`` and ``read`` must be pure functions of their arguments (no captured arrays).
     """
-    return _run_cell(cell, read, w, projected, carry, mask, consts, unroll)[0]
+    return _run_cell(cell, read, params, x, carry, mask, consts, unroll)[0]
 
 
-def _fused_forward(cell, read, w, projected, carry, mask, consts, unroll):
-    out, (recs, prevs) = _run_cell(cell, read, w, projected, carry, mask, consts, unroll)
-    return out, (w, projected, mask, consts, recs, prevs)
+def _fused_forward(cell, read, params, x, carry, mask, consts, unroll):
+    out, saved = _run_cell(cell, read, params, x, carry, mask, consts, unroll)
+    return out, (params, x, mask, consts, saved)
 
 
 def _fused_backward(cell, read, unroll, residuals, cotangents):
-    w, projected, mask, consts, recs, prevs = residuals
+    (wx, b, w), x, mask, consts, (projs, recs, prevs) = residuals
     d_final, d_ys = cotangents
-    add = lambda a, b: jax.tree_util.tree_map(jnp.add, a, b)  # noqa: E731
+    add = lambda a, c: jax.tree_util.tree_map(jnp.add, a, c)  # noqa: E731
 
     def step(carry, inputs):
         d_carry, d_consts = carry
@@ -115,32 +119,41 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
         return (add(d_prev, d_read), add(d_consts, d_k)), (d_proj, d_rec)
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, consts)
-    (d_carry, d_consts), (d_projected, d_recs) = jax.lax.scan(
-        step, (d_final, zeros), (projected, recs, prevs, mask, d_ys), reverse=True, unroll=unroll
+    (d_carry, d_consts), (d_projs, d_recs) = jax.lax.scan(
+        step, (d_final, zeros), (projs, recs, prevs, mask, d_ys), reverse=True, unroll=unroll
     )
-    reads = jax.vmap(read)(prevs)  # (t, b, i)
-    d_w = jnp.einsum("tbi,tbk->ik", reads, d_recs)  # one large matmul over all steps
-    return d_w, d_projected, d_carry, None, d_consts
+    # The weight and input gradients: one large matmul each, over all steps.
+    d_w = jnp.einsum("tbi,tbk->ik", jax.vmap(read)(prevs), d_recs)
+    d_wx = jnp.einsum("tbd,tbk->dk", x, d_projs)
+    d_b = jnp.sum(d_projs, axis=(0, 1)).reshape(b.shape)
+    d_x = jnp.einsum("tbk,dk->tbd", d_projs, wx)
+    return (d_wx, d_b, d_w), d_x, d_carry, None, d_consts
 
 
 fused_recurrence.defvjp(_fused_forward, _fused_backward)
 
 
-def _scan_cells(cell, read, w, projected, carry, mask, consts, unroll, capture, fused):
+def _scan_cells(cell, read, params, x, carry, mask, consts, unroll, capture, fused):
     """Runs a cell over time: the fused backward pass, or plain autodiff (and gate capture)."""
     if fused and not capture:
-        return fused_recurrence(cell, read, w, projected, carry, mask, consts, unroll)
+        return fused_recurrence(cell, read, params, x, carry, mask, consts, unroll)
+    wx, b, w = params
 
     def step(carry, inputs):
-        proj, m = inputs
-        new_carry, y, extras = cell(proj, read(carry) @ w, carry, m, consts)
+        x_t, m = inputs
+        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts)
         return new_carry, ((y, extras) if capture else y)
 
-    final, ys = jax.lax.scan(step, carry, (projected, mask), unroll=unroll)
+    final, ys = jax.lax.scan(step, carry, (x, mask), unroll=unroll)
     if not capture:
         return final, ys
     ys, extras = ys
     return final, ys, extras
+
+
+def _input_params(params: Params, blocks: list[str]) -> tuple[Array, Array]:
+    """The fused input kernel (d, k*H) and bias (1, k*H) of the live blocks."""
+    return _fuse(params, blocks, "kernel_x"), _fuse(params, blocks, "bias")[None, :]
 
 
 def _finish(new_carry, new_h, carry, m):
@@ -167,7 +180,7 @@ def lstm_sequence(
     mask: Array | None = None,
     unroll: int = 1,
     capture: bool = False,
-    fused: bool = True,
+    fused: bool = False,
 ):
     """Runs an LSTM spec over time-major inputs.
 
@@ -187,7 +200,7 @@ def lstm_sequence(
     size = carry[0].shape[-1]
     learned = list(spec.learned_gates)
     blocks = [*learned, "candidate"]
-    projected = _project(params, blocks, x)
+    wx, b = _input_params(params, blocks)
     w = _fuse(params, blocks, "kernel_h")
     fgr = spec.gate_recurrence and bool(learned)
     if fgr:
@@ -226,7 +239,7 @@ def lstm_sequence(
         new_carry, y = _finish(new_carry, new_h, carry, m)
         return new_carry, y, (_live({"input": i, "forget": f, "output": o}), new_c)
 
-    out = _scan_cells(cell, read, w, projected, tuple(carry), mask, consts, unroll, capture, fused)
+    out = _scan_cells(cell, read, (wx, b, w), x, tuple(carry), mask, consts, unroll, capture, fused)
     if not capture:
         return out
     carry, ys, (gates, cells) = out
@@ -246,7 +259,7 @@ def gru_sequence(
     mask: Array | None = None,
     unroll: int = 1,
     capture: bool = False,
-    fused: bool = True,
+    fused: bool = False,
 ):
     """Runs a GRU spec over time-major inputs (arguments as ``lstm_sequence``; carry ``h``).
 
@@ -256,7 +269,7 @@ def gru_sequence(
     size = h.shape[-1]
     learned = list(spec.learned_gates)
     blocks = [*learned, "candidate"]
-    projected = _project(params, blocks, x)
+    wx, b = _input_params(params, blocks)
     recurrent_blocks = blocks if spec.reset_after else learned
     if recurrent_blocks:
         w = _fuse(params, recurrent_blocks, "kernel_h")
@@ -287,7 +300,7 @@ def gru_sequence(
         new_h, y = _finish(new_h, new_h, h, m)
         return new_h, y, _live({"update": u, "reset": r})
 
-    out = _scan_cells(cell, lambda h: h, w, projected, h, mask, consts, unroll, capture, fused)
+    out = _scan_cells(cell, lambda h: h, (wx, b, w), x, h, mask, consts, unroll, capture, fused)
     if not capture:
         return out
     h, ys, gates = out
@@ -436,9 +449,11 @@ class GatedRNN(nn.Module):
             log-space where the spec says so), ``"sequential"`` (``lax.scan``), or ``"auto"``:
             sequential on the CPU, where associative scans compile slowly (5-10 s against
             0.2 s at t = 256-2048) and run no faster, associative on accelerators.
-        backward: ``"fused"`` (LSTM and GRU families: the hand-written backward pass of
-            ``fused_recurrence``, one recurrent matmul per step and the weight gradient as one
-            large matmul) or ``"autodiff"`` (JAX differentiates the scan).
+        backward: ``"autodiff"`` (JAX differentiates the scan) or ``"fused"`` (LSTM and GRU
+            families: the hand-written backward pass of ``fused_recurrence``, one recurrent
+            matmul per step and the weight gradients as large matmuls afterwards). Autodiff is
+            the default because it measured faster on the 2-core AVX2 CPU here (H=128: 70 ms
+            against 86 ms per forward and backward pass; see ``experiments/bench``).
     """
 
     features: int
@@ -446,7 +461,7 @@ class GatedRNN(nn.Module):
     reverse: bool = False
     unroll: int = 1
     min_scan: str = "auto"
-    backward: str = "fused"
+    backward: str = "autodiff"
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = default_recurrent_init
     param_dtype: Any = jnp.float32
