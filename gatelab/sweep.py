@@ -18,11 +18,14 @@ the runs, so n machines can share a sweep and merge their directories by copying
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import itertools
 import json
 import math
+import multiprocessing
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -388,6 +391,7 @@ def run_sweep(
     shard: tuple[int, int] | None = None,
     max_group: int = 64,
     test_seeds: int = 5,
+    workers: int | str = 1,
     quiet: bool = False,
 ) -> int:
     """Runs (or resumes) the study of ``target`` under ``directory``.
@@ -395,7 +399,6 @@ def run_sweep(
     Returns:
         0 when every run of this shard finished (completed or diverged), 1 when any failed.
     """
-    from gatelab import train  # heavy; only once the study is valid
 
     directory = Path(directory)
     base, study = load_study(target, overrides, stage, directory, test_seeds)
@@ -449,40 +452,109 @@ def run_sweep(
             f"{sum(1 for r in planned if r.error)} invalid), {len(groups)} compiled programs to run"
         )
     bar = tqdm(total=len(pending), disable=quiet, desc="sweep", unit="run", position=0)
-    for number, group in enumerate(groups, 1):
+    workers = min(resolve_workers(workers), len(groups)) if groups else 1
+    jobs = [
+        (
+            [run.config for run in group],
+            directory / "groups" / group[0].group,
+            [directory / run.name for run in group],
+            quiet or workers > 1,  # parallel groups' bars would garble each other
+            f"group {number}/{len(groups)} {group[0].config.model.variant}",
+        )
+        for number, group in enumerate(groups, 1)
+    ]
+    for group in groups:
         for run in group:
-            status[run.name] = "running"
-        write_state()
-        try:
-            summaries = train.train_group(
-                [run.config for run in group],
-                directory / "groups" / group[0].group,
-                [directory / run.name for run in group],
-                quiet=quiet,
-                progress_label=f"group {number}/{len(groups)} {group[0].config.model.variant}",
-            )
+            status[run.name] = "running" if workers > 1 else status[run.name]
+    finished = 0
+    for group, (summaries, failure) in zip(
+        groups, _execute(jobs, workers, write_state, groups, status), strict=True
+    ):
+        finished += 1
+        if failure is None:
             for run, summary in zip(group, summaries, strict=True):
                 status[run.name] = summary["status"]
-        except Exception as error:  # noqa: BLE001  (a failed group must not stop the sweep)
-            failure = train.failure_summary(error)
+        else:
             for run in group:
                 status[run.name] = "failed"
                 (directory / run.name).mkdir(parents=True, exist_ok=True)
                 records.write_json_atomic(
                     directory / run.name / "summary.json",
-                    {**_failure(run, failure["error"], failure["traceback"])},
+                    _failure(run, failure["error"], failure["traceback"]),
                 )
             if not quiet:
                 print(f"group {group[0].group} failed: {failure['error']}")
         write_state()
         bar.update(len(group))  # tqdm's estimate of the time left is per run
-        bar.set_postfix(groups=f"{number}/{len(groups)}")
+        bar.set_postfix(groups=f"{finished}/{len(groups)}", workers=workers)
     bar.close()
     counts = {s: list(status.values()).count(s) for s in sorted(set(status.values()))}
     if not quiet:
         print(f"sweep {directory}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
         print(f"report: gatelab report {directory.parent if stage == 'test' else directory}")
     return 0 if all(s in ("completed", "diverged") for s in status.values()) else 1
+
+
+# ==================================================================================================
+# Executing groups: in this process, or in worker processes pinned to cores.
+# ==================================================================================================
+
+
+def resolve_workers(workers: int | str) -> int:
+    """``auto``: one worker per core on the CPU, one process on an accelerator."""
+    if workers == "auto":
+        import jax
+
+        return len(os.sched_getaffinity(0)) if jax.default_backend() == "cpu" else 1
+    count = int(workers)
+    if count < 1:
+        raise config_lib.ConfigError(f"--workers {workers!r} must be at least 1 (or auto)")
+    return count
+
+
+def _train_job(job) -> tuple[list[dict] | None, dict | None]:
+    """Trains one group; a failure comes back as its summary instead of an exception."""
+    from gatelab import train
+
+    configs, group_dir, run_dirs, quiet, label = job
+    try:
+        return train.train_group(
+            configs, group_dir, run_dirs, quiet=quiet, progress_label=label
+        ), None
+    except Exception as error:  # noqa: BLE001  (a failed group must not stop the sweep)
+        return None, train.failure_summary(error)
+
+
+def _pin_worker(cores) -> None:
+    """Worker start-up: one core each (XLA on the CPU uses a second core poorly at these
+    sizes), the allocator and JAX configured as the CLI does."""
+    core = cores.get()
+    os.sched_setaffinity(0, {core})
+    from gatelab import cli
+
+    cli.tune_allocator()
+    cli.configure_jax()
+
+
+def _execute(jobs, workers: int, on_start, groups, status):
+    """Yields ``(summaries, failure)`` per job, in order."""
+    if workers == 1:
+        for job, group in zip(jobs, groups, strict=True):
+            for run in group:
+                status[run.name] = "running"
+            on_start()
+            yield _train_job(job)
+        return
+    context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
+    cores = context.Queue()
+    available = sorted(os.sched_getaffinity(0))
+    for k in range(workers):
+        cores.put(available[k % len(available)])
+    on_start()
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_pin_worker, initargs=(cores,)
+    ) as pool:
+        yield from pool.map(_train_job, jobs)
 
 
 # ==================================================================================================

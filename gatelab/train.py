@@ -285,27 +285,43 @@ def train_group(
         per_example = jax.vmap(lambda o, b: task.metrics(one(o), jax.tree_util.tree_map(one, b)))(
             outputs, batch
         )
+        # Summed on the host in float64: independent of how XLA splits reductions over threads.
         return {
-            name: (jnp.sum(total * valid), jnp.sum(weight * valid))
-            for name, (total, weight) in per_example.items()
+            name: (total * valid, weight * valid) for name, (total, weight) in per_example.items()
         }
 
     def gates_one(params, batch: dict[str, Array]) -> dict[str, Array]:
+        """Per example: the summed activation, counts below 0.1 and above 0.9, and the count of
+        valid entries of every live gate. The host sums over examples in float64, so the
+        statistics do not depend on how XLA splits a reduction over threads."""
         _, captured = model.apply(
             {"params": params}, batch["inputs"], batch.get("lengths"), mutable=["gates"]
         )
         valid = tasks.masked_steps(batch, batch["inputs"].shape[1])
-        stats = {}
+        sums = {}
         for layer, collection in captured.get("gates", {}).items():
             for gate, value in collection["activations"][0].items():
-                weight = (jnp.ones(value.shape[:2]) if valid is None else valid)[
-                    ..., None
-                ] * jnp.ones_like(value)
-                total = jnp.sum(weight)
-                prefix = f"gates/{layer}/{gate}"
-                stats[f"{prefix}/mean"] = jnp.sum(value * weight) / total
-                stats[f"{prefix}/low"] = jnp.sum((value < 0.1) * weight) / total
-                stats[f"{prefix}/high"] = jnp.sum((value > 0.9) * weight) / total
+                steps = jnp.ones(value.shape[:2]) if valid is None else valid
+                weight = steps[..., None] * jnp.ones_like(value)
+                per_example = lambda v: jnp.sum(v * weight, axis=(1, 2))  # noqa: E731, B023
+                sums[f"gates/{layer}/{gate}"] = (
+                    per_example(value),
+                    per_example((value < 0.1).astype(value.dtype)),
+                    per_example((value > 0.9).astype(value.dtype)),
+                    per_example(jnp.ones_like(value)),
+                )
+        return sums
+
+    def gate_statistics(params) -> list[dict[str, float]]:
+        """``gates/<layer>/<gate>/{mean,low,high}`` of every run on the gate batch."""
+        sums = jax.device_get(gates_fn(params, gate_batch))
+        stats = [{} for _ in range(r)]
+        for prefix, (value, low, high, count) in sums.items():
+            for i in range(r):
+                total = np.sum(count[i], dtype=np.float64)
+                stats[i][f"{prefix}/mean"] = float(np.sum(value[i], dtype=np.float64) / total)
+                stats[i][f"{prefix}/low"] = float(np.sum(low[i], dtype=np.float64) / total)
+                stats[i][f"{prefix}/high"] = float(np.sum(high[i], dtype=np.float64) / total)
         return stats
 
     execution = resolve_execution(config.run.group_execution, r)
@@ -367,8 +383,8 @@ def train_group(
             for name, (total, weight) in eval_fn(params, batch, valid).items():
                 t, w = totals.setdefault(name, [0.0, 0.0])
                 totals[name] = [
-                    t + np.asarray(total, np.float64),
-                    w + np.asarray(weight, np.float64),
+                    t + np.sum(np.asarray(total, np.float64), axis=-1),
+                    w + np.sum(np.asarray(weight, np.float64), axis=-1),
                 ]
         return [
             {f"{split_name(split)}/{k}": float(t[i] / w[i]) for k, (t, w) in totals.items()}
@@ -459,10 +475,10 @@ def train_group(
                 state = select_best_fn(
                     state, jnp.asarray(improved), jnp.asarray(primary, jnp.float32), step
                 )
-                gate_stats = jax.device_get(gates_fn(state["params"], gate_batch))
+                gate_stats = gate_statistics(state["params"])
                 for i in range(r):
                     rows[i].update(latest_eval[i])
-                    rows[i].update({k: float(v[i]) for k, v in gate_stats.items()})
+                    rows[i].update(gate_stats[i])
             for i in range(r):
                 recs[i].log(rows[i])
                 mirrors[i].log(rows[i])

@@ -32,6 +32,31 @@ def statuses(directory: Path) -> dict[str, str]:
     return {r["name"]: r["status"] for r in records.read_json(directory / "sweep.json")["runs"]}
 
 
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tiny")
+    assert sweep.run_sweep(QUICK, directory, FAST, quiet=True) == 0
+    return directory
+
+
+def test_workers_give_the_records_of_one_process(tmp_path, tiny_sweep):
+    assert sweep.run_sweep(QUICK, tmp_path, FAST, workers=2, quiet=True) == 0
+    for run in statuses(tiny_sweep):
+        for file in ("metrics.jsonl", "summary.json"):
+            rows = (
+                records.read_metrics(tmp_path / run / file)
+                if file.endswith("l")
+                else [records.read_json(tmp_path / run / file)]
+            )
+            expected = (
+                records.read_metrics(tiny_sweep / run / file)
+                if file.endswith("l")
+                else [records.read_json(tiny_sweep / run / file)]
+            )
+            strip = lambda rows: [{k: v for k, v in r.items() if "time/" not in k} for r in rows]  # noqa: E731
+            assert strip(rows) == strip(expected), (run, file)
+
+
 def test_a_tiny_sweep_compiles_one_program_per_variant_and_resumes(tmp_path, compilations):
     # 2 variants x 2 seeds: 2 programs, not 4.
     assert sweep.run_sweep(QUICK, tmp_path, FAST, quiet=True) == 0
