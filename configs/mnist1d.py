@@ -44,7 +44,8 @@ def get_config(arg: str | None = None) -> Config:
                 run={"steps": 6000, "log_every": 250, "eval_every": 250, "checkpoint_every": 1000},
             )
         case "demo":
-            return config.replace(run={"steps": 1500, "eval_every": 250, "checkpoint_every": 500})
+            return config.replace(run={"steps": 1500, "eval_every": 300, "log_every": 100,
+                                       "checkpoint_every": 500})
         case "quick":
             return config.replace(
                 model={"hidden": 32},

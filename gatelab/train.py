@@ -224,7 +224,6 @@ def train_group(
         return {
             "params": params,
             "opt_state": make_optimizer(config, run_values).init(params),
-            "best_params": params,
             "rng": jax.random.key_data(train_key),
             "values": run_values,
             "diverged": jnp.array(False),
@@ -326,7 +325,16 @@ def train_group(
 
     execution = resolve_execution(config.run.group_execution, r)
     checkpoints = Checkpoints(group_dir / "checkpoints", keep=config.run.keep_checkpoints)
+
+    def init_state(seeds: Array, values: dict[str, Array]) -> State:
+        """Every run's fresh state. The best parameters start as a copy made outside the
+        compiled init: one array returned as two outputs of a compiled program (XLA elides
+        any copy inside) hung XLA's CPU runtime here (jaxlib 0.10.2, hidden 64, 2 runs)."""
+        state = _compile_cheap(jax.vmap(init_one), seeds, values)(seeds, values)
+        return {**state, "best_params": jax.tree_util.tree_map(jnp.array, state["params"])}
+
     abstract = jax.eval_shape(jax.vmap(init_one), jnp.array(seeds), values)
+    abstract = {**abstract, "best_params": abstract["params"]}
     start_step = checkpoints.latest_step()
     if start_step is not None:
         note = checkpoints.note(start_step)
@@ -338,9 +346,7 @@ def train_group(
         state, note = checkpoints.restore(start_step, abstract)
     else:
         start_step = 0
-        state = _compile_cheap(jax.vmap(init_one), jnp.array(seeds), values)(
-            jnp.array(seeds), values
-        )
+        state = init_state(jnp.array(seeds), values)
 
     for rec in recs:  # lines logged after the checkpoint (or before any) are redone
         rec.truncate(start_step)

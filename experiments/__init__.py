@@ -1,0 +1,1 @@
+"""Studies and tools beside the library: figures from records, the benchmark suite."""
