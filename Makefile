@@ -21,8 +21,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# The main job: Greff's variants, lstm, gru and mgu x 5 seeds on MNIST-1D, then the report.
 demo: $(STAMP)
-	$(VENV)/bin/gatelab variants
+	$(VENV)/bin/gatelab sweep configs/mnist1d.py:demo --workdir runs/demo
+	$(VENV)/bin/gatelab report runs/demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gatelab tests experiments configs

@@ -15,6 +15,14 @@ from gatelab.variants import VARIANTS, Variant, variant
 
 __version__ = "0.1.0"
 
+
+def sample(directory, prompt: str, length: int = 400, temperature: float = 0.8, seed: int = 0):
+    """Text from a trained ``shakespeare`` run (see ``gatelab.generate.sample``)."""
+    from gatelab.generate import sample as generate  # the runner's imports only when needed
+
+    return generate(directory, prompt, length, temperature, seed)
+
+
 __all__ = [
     "GRUSpec",
     "GatedCell",
@@ -26,5 +34,6 @@ __all__ = [
     "Variant",
     "param_breakdown",
     "param_count",
+    "sample",
     "variant",
 ]

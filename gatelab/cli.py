@@ -167,6 +167,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from gatelab import inspect as inspect_lib
+
+    if args.compare:
+        out = inspect_lib.inspect_compare(args.workdir, args.gate, args.split, args.example)
+    else:
+        out = inspect_lib.inspect_run(args.workdir, args.split, args.examples)
+    print(f"inspect: {out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from gatelab.generate import sample
+
+    print(sample(args.workdir, args.prompt, args.length, args.temperature, args.seed))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------------
 # The parser.
 # --------------------------------------------------------------------------------------------------
@@ -292,6 +310,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
     p.add_argument("--group", help="with --wandb-project: only this W&B group")
     p.set_defaults(run=cmd_report)
+
+    p = commands.add_parser(
+        "inspect",
+        help="gate heatmaps, histograms and gradient flow of a trained run",
+        description="Load a run's best checkpoint, run it on evaluation sequences with gate "
+        "capture, and write WORKDIR/inspect/: heatmaps (time x unit) of every gate, the cell "
+        "and hidden state per example, gate histograms over the split, the gradient norm "
+        "||dL/dh_t|| per step, and gates.md. With --compare, the same gate of every variant of "
+        "a sweep side by side.",
+    )
+    p.add_argument("workdir", help="a run's directory (or a sweep directory with --compare)")
+    p.add_argument("--split", choices=["validation", "test"], default="test")
+    p.add_argument("--examples", type=int, default=4, help="sequences to draw (default 4)")
+    p.add_argument("--compare", action="store_true", help="every variant of a sweep side by side")
+    p.add_argument("--gate", default="forget", help="the gate to compare (default forget)")
+    p.add_argument("--example", type=int, default=0, help="with --compare: which sequence")
+    p.set_defaults(run=cmd_inspect)
+
+    p = commands.add_parser(
+        "sample",
+        help="generate text from a shakespeare run",
+        description="Continue a prompt with a trained character-level model, compiled as one "
+        "scan over the generated length; the same seed gives the same text.",
+    )
+    p.add_argument("workdir", help="a shakespeare run's directory")
+    p.add_argument("--prompt", required=True, help='the text to continue, e.g. "ROMEO:"')
+    p.add_argument("--length", type=int, default=400, help="characters to generate (400)")
+    p.add_argument("--temperature", type=float, default=0.8, help="softmax temperature (0.8)")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed (0)")
+    p.set_defaults(run=cmd_sample)
     return parser
 
 
@@ -336,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_jax()
     try:
         return args.run(args)
-    except ValueError as error:  # bad input: say what and exit 2, like argparse
+    except (ValueError, FileNotFoundError) as error:  # bad input: say what, exit 2 like argparse
         print(f"gatelab {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -59,8 +59,15 @@ class SequenceModel(nn.Module):
     unroll: int = 1
 
     @nn.compact
-    def __call__(self, inputs: Array, lengths: Array | None = None) -> Array:
-        """Maps inputs (b, t, d) floats or (b, t) token ids to (b, o) or (b, t, o) outputs."""
+    def __call__(
+        self, inputs: Array, lengths: Array | None = None, probes: dict | None = None
+    ) -> Array:
+        """Maps inputs (b, t, d) floats or (b, t) token ids to (b, o) or (b, t, o) outputs.
+
+        ``probes`` maps layer names (``layer0``, ``layer0_reverse``, ...) to (b, t, H) arrays
+        added to that layer's hidden states (``GatedRNN``'s ``probe``).
+        """
+        probes = probes or {}
         width = self.embed or self.hidden
         match self.encoder:
             case "embedding":
@@ -72,7 +79,7 @@ class SequenceModel(nn.Module):
         finals = []
         for layer in range(self.layers):
             rnn = GatedRNN(self.hidden, self.spec, unroll=self.unroll, name=f"layer{layer}")
-            carry, y = rnn(x, seq_lengths=lengths)
+            carry, y = rnn(x, seq_lengths=lengths, probe=probes.get(f"layer{layer}"))
             finals = [carry]
             if self.bidirectional:
                 backward = GatedRNN(
@@ -82,7 +89,9 @@ class SequenceModel(nn.Module):
                     unroll=self.unroll,
                     name=f"layer{layer}_reverse",
                 )
-                carry_b, y_b = backward(x, seq_lengths=lengths)
+                carry_b, y_b = backward(
+                    x, seq_lengths=lengths, probe=probes.get(f"layer{layer}_reverse")
+                )
                 y = jnp.concatenate([y, y_b], axis=-1)
                 finals.append(carry_b)
             x = y

@@ -133,18 +133,22 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
 fused_recurrence.defvjp(_fused_forward, _fused_backward)
 
 
-def _scan_cells(cell, read, params, x, carry, mask, consts, unroll, capture, fused):
-    """Runs a cell over time: the fused backward pass, or plain autodiff (and gate capture)."""
-    if fused and not capture:
+def _scan_cells(cell, read, params, x, carry, mask, consts, unroll, capture, fused, probe=None):
+    """Runs a cell over time: the fused backward pass, or plain autodiff (and gate capture).
+
+    ``probe`` (t, b, H), if given, is added to the hidden state at every step: the gradient of
+    a loss with respect to a zero probe is its gradient with respect to each step's h_t.
+    """
+    if fused and not capture and probe is None:
         return fused_recurrence(cell, read, params, x, carry, mask, consts, unroll)
     wx, b, w = params
 
     def step(carry, inputs):
-        x_t, m = inputs
-        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts)
+        x_t, m, p = inputs
+        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts, p)
         return new_carry, ((y, extras) if capture else y)
 
-    final, ys = jax.lax.scan(step, carry, (x, mask), unroll=unroll)
+    final, ys = jax.lax.scan(step, carry, (x, mask, probe), unroll=unroll)
     if not capture:
         return final, ys
     ys, extras = ys
@@ -181,6 +185,7 @@ def lstm_sequence(
     unroll: int = 1,
     capture: bool = False,
     fused: bool = False,
+    probe: Array | None = None,
 ):
     """Runs an LSTM spec over time-major inputs.
 
@@ -193,6 +198,7 @@ def lstm_sequence(
         unroll: time steps per scan iteration.
         capture: also return the live gates' activations and the cell state, each (t, b, H).
         fused: use the hand-written backward pass (``fused_recurrence``) instead of autodiff.
+        probe: optional (t, b, H) added to h_t at every step (see ``_scan_cells``).
 
     Returns:
         ``(carry, ys)`` with ``ys`` (t, b, H), or ``(carry, ys, captured)`` with ``capture``.
@@ -216,7 +222,7 @@ def lstm_sequence(
     def read(carry):
         return jnp.concatenate([carry[1], carry[2]], -1) if fgr else carry[1]
 
-    def cell(proj, rec, carry, m, peepholes):
+    def cell(proj, rec, carry, m, peepholes, probe=None):
         c = carry[0]
         parts = _split(proj + rec, blocks, size)
         pre = {g: parts[g] for g in learned}
@@ -232,6 +238,8 @@ def lstm_sequence(
             pre["output"] = pre["output"] + peepholes["output"] * new_c
         o = gate_value(spec, "output", pre)
         new_h = gated(o, c_act(new_c))
+        if probe is not None:
+            new_h = new_h + probe
         new_carry = (new_c, new_h)
         if len(carry) == 3:
             gates = [jax.nn.sigmoid(pre[g]) for g in learned]
@@ -239,7 +247,9 @@ def lstm_sequence(
         new_carry, y = _finish(new_carry, new_h, carry, m)
         return new_carry, y, (_live({"input": i, "forget": f, "output": o}), new_c)
 
-    out = _scan_cells(cell, read, (wx, b, w), x, tuple(carry), mask, consts, unroll, capture, fused)
+    out = _scan_cells(
+        cell, read, (wx, b, w), x, tuple(carry), mask, consts, unroll, capture, fused, probe
+    )
     if not capture:
         return out
     carry, ys, (gates, cells) = out
@@ -260,6 +270,7 @@ def gru_sequence(
     unroll: int = 1,
     capture: bool = False,
     fused: bool = False,
+    probe: Array | None = None,
 ):
     """Runs a GRU spec over time-major inputs (arguments as ``lstm_sequence``; carry ``h``).
 
@@ -282,7 +293,7 @@ def gru_sequence(
         consts["kernel_c"] = params["candidate"]["kernel_h"]
     g_act = activation(spec.candidate_activation)
 
-    def cell(proj, rec, h, m, consts):
+    def cell(proj, rec, h, m, consts, probe=None):
         parts = _split(proj, blocks, size)
         rec = _split(rec, recurrent_blocks, size)
         pre = {g: parts[g] + rec[g] for g in learned}
@@ -297,10 +308,14 @@ def gru_sequence(
             s = parts["candidate"] + gated(r, h) @ consts["kernel_c"]
         h_tilde = g_act(s)
         new_h = h_tilde if u is None else (1.0 - u) * h + u * h_tilde
+        if probe is not None:
+            new_h = new_h + probe
         new_h, y = _finish(new_h, new_h, h, m)
         return new_h, y, _live({"update": u, "reset": r})
 
-    out = _scan_cells(cell, lambda h: h, (wx, b, w), x, h, mask, consts, unroll, capture, fused)
+    out = _scan_cells(
+        cell, lambda h: h, (wx, b, w), x, h, mask, consts, unroll, capture, fused, probe
+    )
     if not capture:
         return out
     h, ys, gates = out
@@ -342,6 +357,7 @@ def min_sequence(
     h: Array,
     capture: bool = False,
     scan: str = "associative",
+    probe: Array | None = None,
 ):
     """Runs a min-family spec over time-major inputs.
 
@@ -362,6 +378,8 @@ def min_sequence(
         h: initial state (b, H).
         capture: also return the gates' activations, each (t, b, H).
         scan: ``"associative"`` or ``"sequential"`` (above).
+        probe: optional (t, b, H) added to h_t at every step (linear space, so the scan runs
+            sequentially then).
 
     Returns:
         ``(ys, captured)``: every step's state (t, b, H) and the captured gates (or ``None``).
@@ -379,7 +397,10 @@ def min_sequence(
         captured = {"gates": {g: v for g, v in values.items() if v is not None}}
 
     if spec.family == "gru" and spec.update == "open":
-        return activation(spec.candidate_activation)(k), captured  # h_t = h~_t
+        ys = activation(spec.candidate_activation)(k)  # h_t = h~_t
+        return (ys if probe is None else ys + probe), captured
+    if probe is not None:
+        scan = "sequential"
     if spec.log_space and scan == "associative":
         if spec.family == "gru":
             log_a, log_u = _log_sigmoid_pair(pre["update"])[::-1]
@@ -410,6 +431,8 @@ def min_sequence(
         if spec.normalize:
             f, i = f / (f + i), i / (f + i)
         a, b = f, i * h_tilde
+    if probe is not None:
+        b = b + probe
 
     if scan == "sequential":
 
@@ -473,6 +496,7 @@ class GatedRNN(nn.Module):
         *,
         initial_carry=None,
         seq_lengths: Array | None = None,
+        probe: Array | None = None,
     ):
         """Runs the sequence.
 
@@ -481,6 +505,10 @@ class GatedRNN(nn.Module):
             initial_carry: as ``GatedCell.initialize_carry`` gives; zeros by default.
             seq_lengths: optional (b,) integer lengths: outputs past a sequence's length are zero
                 and the final carry is the carry at its last valid step.
+            probe: optional (b, t, H) added to the hidden state at every step; at zero, the
+                gradient of a loss with respect to it is the loss's gradient with respect to
+                each step's h_t (``gatelab inspect`` plots its norm: how far back the signal
+                reaches).
 
         Returns:
             ``(carry, outputs)`` with ``outputs`` (b, t, H).
@@ -502,7 +530,11 @@ class GatedRNN(nn.Module):
             initial_carry = _zero_carry(spec, batch[0], self.features, self.param_dtype)
         if self.reverse:
             inputs = flip_sequences(inputs, seq_lengths, num_batch_dims=1, time_major=False)
+            if probe is not None:
+                probe = flip_sequences(probe, seq_lengths, num_batch_dims=1, time_major=False)
         x = jnp.swapaxes(inputs, 0, 1)  # (t, b, d)
+        if probe is not None:
+            probe = jnp.swapaxes(probe, 0, 1)
         mask = None
         if seq_lengths is not None:
             mask = (jnp.arange(steps)[:, None] < seq_lengths[None, :])[..., None]
@@ -511,15 +543,15 @@ class GatedRNN(nn.Module):
         match spec:
             case LSTMSpec():
                 out = lstm_sequence(
-                    spec, params, x, initial_carry, mask, self.unroll, capture, self._fused
+                    spec, params, x, initial_carry, mask, self.unroll, capture, self._fused, probe
                 )
             case GRUSpec():
                 out = gru_sequence(
-                    spec, params, x, initial_carry, mask, self.unroll, capture, self._fused
+                    spec, params, x, initial_carry, mask, self.unroll, capture, self._fused, probe
                 )
             case MinSpec():
                 ys, captured = min_sequence(
-                    spec, params, x, initial_carry, capture, _min_scan(self.min_scan)
+                    spec, params, x, initial_carry, capture, _min_scan(self.min_scan), probe
                 )
                 if seq_lengths is None:
                     carry = ys[-1]
@@ -544,6 +576,7 @@ class GatedRNN(nn.Module):
                 self.sow("gates", "activations", captured["gates"])
             if "state" in captured:
                 self.sow("state", "cell", captured["state"]["cell"])
+            self.sow("state", "hidden", outputs)
         return carry, outputs
 
     @property

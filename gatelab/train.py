@@ -577,6 +577,8 @@ def restore_run(run_dir: str | Path) -> RestoredRun:
     stored = records.read_json(config_path)
     config = config_lib.from_dict(stored["config"])
     resolved = stored["resolved"]
+    if "checkpoints" not in resolved:
+        raise FileNotFoundError(f"{run_dir}'s record does not say where its checkpoint is")
     checkpoints = Checkpoints((run_dir / resolved["checkpoints"]).resolve())
     step = checkpoints.latest_step()
     if step is None:

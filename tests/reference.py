@@ -30,7 +30,7 @@ def _affine(p, x, h=None):
     return out if h is None else out + h @ p["kernel_h"]
 
 
-def greff_lstm(x, params, variant="vanilla"):
+def greff_lstm(x, params, variant="vanilla", trace=None):
     """Greff et al. (2017), REFERENCE.md 1.1 and the eight variants of 1.2.
 
     ``variant`` in vanilla, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, FGR, or ``lstm`` (= NP).
@@ -45,7 +45,8 @@ def greff_lstm(x, params, variant="vanilla"):
 
     FGR adds ``R_ji j_{t-1}`` for every pair of gates (j the source, i the target), stored as one
     (3H, 3H) matrix whose block (j, i) maps gate j's previous activation into gate i, with the
-    gates ordered input, forget, output.
+    gates ordered input, forget, output. With a dict ``trace``, every step's gate values and
+    cell state are appended to ``trace[name]`` (a removed gate as the constant 1).
     """
     p = _np(params)
     x = np.asarray(x, np.float64)
@@ -89,6 +90,9 @@ def greff_lstm(x, params, variant="vanilla"):
         y = act(c) * (1.0 if o is None else o)
         prev = {"input": i, "forget": f, "output": o}
         outputs.append(y)
+        if trace is not None:
+            for name, value in {**prev, "cell": c}.items():
+                trace.setdefault(name, []).append(np.ones_like(c) if value is None else value)
     return np.stack(outputs, 1), (c, y)
 
 
