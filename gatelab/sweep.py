@@ -43,6 +43,7 @@ __all__ = [
     "zipped",
     "random",
     "log_uniform",
+    "one_minus_log_uniform",
     "uniform",
     "choice",
     "log_buckets",
@@ -117,6 +118,8 @@ class _Distribution:
                 return float(rng.uniform(self.low, self.high))
             case "choice":
                 return self.values[int(rng.integers(len(self.values)))]
+            case "one_minus_log_uniform":
+                return 1.0 - float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
         raise AssertionError(self.kind)
 
     def wandb(self) -> dict[str, Any]:
@@ -125,12 +128,20 @@ class _Distribution:
                 return {"distribution": "log_uniform_values", "min": self.low, "max": self.high}
             case "uniform":
                 return {"distribution": "uniform", "min": self.low, "max": self.high}
+            case "one_minus_log_uniform":
+                # W&B has no such distribution: the nearest it has, over the same range.
+                return {"distribution": "uniform", "min": 1.0 - self.high, "max": 1.0 - self.low}
         return {"values": list(self.values)}
 
 
 def log_uniform(low: float, high: float) -> _Distribution:
     """``exp(U[log low, log high])`` (Greff et al.'s learning rate and hidden size)."""
     return _Distribution("log_uniform", low, high)
+
+
+def one_minus_log_uniform(low: float, high: float) -> _Distribution:
+    """``1 - exp(U[log low, log high])``: Greff et al.'s momentum, 1 - log-uniform [0.01, 1]."""
+    return _Distribution("one_minus_log_uniform", low, high)
 
 
 def uniform(low: float, high: float) -> _Distribution:
@@ -348,7 +359,9 @@ def _status(directory: Path, run: PlannedRun) -> str:
 def _failure(run: PlannedRun, error: str, trace: str) -> dict[str, Any]:
     summary = {"status": "failed", "error": error, "traceback": trace, "seed": run.seed}
     if run.config is not None:
-        summary.update(variant=run.config.model.variant, task=run.config.task.name)
+        from gatelab.train import variant_label
+
+        summary.update(variant=variant_label(run.config), task=run.config.task.name)
     else:
         summary.update(variant=run.overrides.get("model.variant", ""))
     return summary

@@ -418,7 +418,7 @@ def train_group(
         one_run = jax.tree_util.tree_map(lambda x: x.shape[1:], abstract["params"])
         param_parts = models.param_parts(one_run)
         return {
-            "variant": runs[i].model.variant,
+            "variant": variant_label(runs[i]),
             "spec": resolved["spec"],
             "task": task.name,
             "seed": seeds[i],
@@ -605,6 +605,13 @@ def _pad(values: np.ndarray, size: int) -> np.ndarray:
     if not missing:
         return values
     return np.concatenate([values, np.repeat(values[-1:], missing, axis=0)])
+
+
+def variant_label(config: Config) -> str:
+    """What a report calls the run's cell: the variant, with any spec overrides in brackets
+    (``lstm[forget_bias=0.0]``), so that studies of one variant's settings stay apart."""
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(config.model.spec.items()))
+    return f"{config.model.variant}[{overrides}]" if overrides else config.model.variant
 
 
 def split_name(split: str) -> str:

@@ -1,0 +1,65 @@
+"""Greff et al.'s search space ("LSTM: A Search Space Odyssey", REFERENCE.md 1.3) on Bach chorales.
+
+    gatelab sweep experiments/greff_odyssey.py:small --workdir runs/odyssey   # 9 x 20 trials
+    gatelab report runs/odyssey      # all trials and the best 10% by validation, Welch vs vanilla
+    gatelab sweep experiments/greff_odyssey.py --workdir runs/odyssey-full    # 9 x 200 trials
+
+The nine architectures (vanilla and its eight one-change variants) under one seeded random search
+per variant, as in the paper: hidden size log-uniform on [20, 200] (drawn from 4 log-spaced sizes
+so that trials share compiled programs), learning rate log-uniform on [1e-6, 1e-2], momentum
+1 - log-uniform on [0.01, 1], Gaussian input noise uniform on [0, 1], SGD with Nesterov momentum.
+Greff et al. stopped early on validation; here every trial trains a fixed 2000 steps (batch 16)
+and the report selects each trial's best validation step, which is the same model selection.
+
+The task is a JSB-like set built from music21's Bach chorales, not the JSB files: NLL per frame
+is not directly comparable with the paper's (best 10% of vanilla about 8.4-8.6 on JSB).
+
+Time here (2-core CPU, measured on the quick form and scaled): a trial costs about 15 s of one
+core, so `small` (180 trials) takes about 25 minutes with 2 workers and the full study (1800
+trials, the paper's 200 per variant) about 4 hours.
+"""
+
+from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
+from gatelab.sweep import Sweep, log_buckets, log_uniform, one_minus_log_uniform, random, uniform
+
+VARIANTS = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"]
+
+
+def get_config(arg: str | None = None) -> Config:
+    config = Config(
+        model=ModelConfig(variant="vanilla", hidden=100, input_noise=0.1),
+        task=TaskConfig(name="chorales"),
+        optim=OptimConfig(name="sgd", lr=1e-3, momentum=0.9, clip=0.0),
+        run=RunConfig(
+            steps=2000,
+            batch_size=16,
+            log_every=100,
+            eval_every=500,
+            checkpoint_every=1000,
+            eval_batch_size=100,
+        ),
+    )
+    if arg == "quick":
+        return config.replace(
+            task={"args": {"limit": 40}},
+            run={"steps": 100, "log_every": 50, "eval_every": 50, "checkpoint_every": 50},
+        )
+    if arg not in (None, "small"):
+        raise ValueError(f"unknown config argument {arg!r}; choices: small, quick")
+    return config
+
+
+def sweep(arg: str | None = None) -> Sweep:
+    """One random search of ``trials`` per variant (200 in the paper), seeded per variant."""
+    trials = {None: 200, "small": 20, "quick": 2}[arg]
+    space = {
+        "model.hidden": log_buckets(20, 200, 4),
+        "optim.lr": log_uniform(1e-6, 1e-2),
+        "optim.momentum": one_minus_log_uniform(0.01, 1.0),
+        "model.input_noise": uniform(0.0, 1.0),
+    }
+    study = None
+    for index, variant in enumerate(VARIANTS):
+        part = random(trials, seed=index, space=space, fixed={"model.variant": variant})
+        study = part if study is None else study + part
+    return Sweep(study.runs, "random", part.parameters)
