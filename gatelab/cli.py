@@ -190,6 +190,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+def _add_overrides(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatelab",
@@ -227,14 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="a config file, optionally with its argument: configs/mnist1d.py:quick"
     )
     p.add_argument("--workdir", help="where the record goes (default: runs/<config>/<variant>)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key (repeatable); unknown keys and wrong types are errors",
-    )
+    _add_overrides(p, "override a config key (repeatable); unknown keys and wrong types are errors")
     p.add_argument(
         "positional",
         nargs="*",
@@ -260,14 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", help="a config file with sweep(), optionally CONFIG:ARG")
     p.add_argument("--workdir", help="the sweep directory (default: runs/<config>[_<arg>])")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of every run (repeatable)",
-    )
+    _add_overrides(p, "override a key of every run (repeatable)")
     p.add_argument(
         "--stage",
         choices=["all", "tune", "test"],

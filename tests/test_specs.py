@@ -201,3 +201,17 @@ def test_random_invalid_specs_raise_value_error(case, data):
     }
     with pytest.raises(ValueError):
         cls(**fields)
+
+
+def test_variants_command_lists_every_variant_with_its_parameter_count(capsys):
+    from gatelab import cli
+
+    assert cli.main(["variants", "--input", "32", "--hidden", "128"]) == 0
+    out = capsys.readouterr().out
+    for name, v in gl.VARIANTS.items():
+        assert name in out and f"{gl.param_count(v.spec, 32, 128):,d}" in out
+    assert cli.main(["variants", "cifg", "--input", "8", "--hidden", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "forget: 1 - input" in out and "c_t = f_t * c_{t-1} + i_t * z_t" in out
+    assert cli.main(["variants", "nope"]) == 2
+    assert "unknown variant" in capsys.readouterr().err
