@@ -4,8 +4,21 @@
     gatelab train configs/shakespeare.py:quick --workdir /tmp/shakespeare   # seconds, for tests
 
 Default: an LSTM with 256 units over a 64-wide embedding, sequences of 128 characters, Adam 2e-3
-with cosine decay, batch 32, 3000 steps. The metric is bits per character (uniform: log2 of the
-vocabulary, 6.3).
+with cosine decay, batch 32, 3000 steps (12M characters, 2.7 passes over the training text). The
+metric is bits per character (uniform: log2 of the 79-character vocabulary, 6.3).
+
+Measured here (2-core CPU): 10 minutes (5.0 steps/s), test 2.41 bits per character and 50% of
+next characters right; a model worth sampling from:
+
+    gatelab train configs/shakespeare.py --workdir runs/shakespeare
+    gatelab sample runs/shakespeare --prompt "ROMEO:" --length 300 --temperature 0.8
+
+    ROMEO:
+    I am the heant Soldow and when teen of his tare,
+    And tell of the hight, this I would back your exce
+    Less of Lord and comeshow I have not fears
+
+More steps keep improving it (the validation curve is still falling at 3000).
 """
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
