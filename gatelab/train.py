@@ -122,13 +122,15 @@ def _tree_where(condition: Array, new, old):
 def resolve_execution(choice: str, runs: int) -> str:
     """``vmap`` or ``map`` for ``run.group_execution``.
 
-    ``auto`` is ``vmap`` on every backend: on the 2-core CPU here, 8 runs as ``lax.map`` were
-    0.87x and as 8 separate programs 0.61x the speed of ``vmap`` (experiments/bench, "design");
-    on accelerators batching over runs is what fills the device.
+    ``auto`` is ``lax.map`` on the CPU, where it measured faster than ``vmap``: 8 runs of an
+    LSTM 1.16x (hidden 32) and 1.54x (hidden 128) in experiments/bench, and 1.10-1.16x for
+    ``configs/mnist1d.py:demo``'s 5 seeds, pinned to one core or not; there each run's matmuls
+    are already big enough for a core, and batching them only adds layout work. On
+    accelerators ``vmap``: batching the runs is what fills the device.
     """
     if choice != "auto":
         return choice
-    return "vmap"
+    return "map" if jax.default_backend() == "cpu" else "vmap"
 
 
 def _over_runs(fn: Callable, execution: str, shared: tuple = ()) -> Callable:
