@@ -47,8 +47,13 @@ def get_config(arg: str | None = None) -> Config:
             # What `make demo` trains, 60 runs in about 7 minutes on 2 cores: shorter and with
             # smaller batches than the default, enough to separate the variants.
             return config.replace(
-                run={"steps": 1200, "batch_size": 64, "log_every": 100, "eval_every": 200,
-                     "checkpoint_every": 600}
+                run={
+                    "steps": 1200,
+                    "batch_size": 64,
+                    "log_every": 100,
+                    "eval_every": 200,
+                    "checkpoint_every": 600,
+                }
             )
         case "quick":
             return config.replace(
@@ -67,8 +72,13 @@ def sweep(arg: str | None = None) -> Sweep:
     """
     match arg:
         case None | "paper":
-            return grid({"model.variant": STUDY, "optim.lr": [1e-3, 3e-3, 1e-2],
-                         "run.seeds": [(0, 1, 2, 3, 4)]})
+            return grid(
+                {
+                    "model.variant": STUDY,
+                    "optim.lr": [1e-3, 3e-3, 1e-2],
+                    "run.seeds": [(0, 1, 2, 3, 4)],
+                }
+            )
         case "demo":
             return grid({"model.variant": STUDY, "run.seeds": [(0, 1, 2, 3, 4)]})
         case "quick":

@@ -12,6 +12,7 @@ Notation: ``r`` runs in the group, ``b`` batch, ``t`` time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -137,7 +138,12 @@ def _over_runs(fn: Callable, execution: str, shared: tuple = ()) -> Callable:
     """Lifts ``fn(per_run, *shared)`` to stacked runs."""
     if execution == "vmap":
         return jax.vmap(fn, in_axes=(0,) + (None,) * len(shared))
-    return lambda stacked, *args: jax.lax.map(lambda one: fn(one, *args), stacked)
+
+    @functools.wraps(fn)  # keeps the name (train_chunk, ...) in JAX's compilation logs
+    def mapped(stacked, *args):
+        return jax.lax.map(lambda one: fn(one, *args), stacked)
+
+    return mapped
 
 
 # ==================================================================================================

@@ -131,7 +131,7 @@ def _captured(name, seed=0):
     params = randomize(init_params(spec, x), seed)
     (carry, y), state = run(gl.GatedRNN(H, spec), params, x, mutable=["gates", "state"])
     gates = state["gates"]["activations"][0]
-    cell = state["state"]["cell"][0] if "state" in state else None
+    cell = state["state"]["cell"][0] if "cell" in state.get("state", {}) else None
     return spec, params, x, y, gates, cell
 
 
@@ -206,7 +206,7 @@ def test_lstm_equals_torch():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     ref = torch.nn.LSTM(D, H, batch_first=True)
-    x = np.asarray(inputs(), np.float32)
+    x = np.array(inputs(), np.float32)  # writable, as torch.from_numpy wants
     with torch.no_grad():
         y_ref, (h_ref, c_ref) = ref(torch.from_numpy(x))
     w_ih, w_hh = ref.weight_ih_l0.detach().numpy(), ref.weight_hh_l0.detach().numpy()
@@ -226,7 +226,7 @@ def test_gru_equals_torch():
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
     ref = torch.nn.GRU(D, H, batch_first=True)
-    x = np.asarray(inputs(), np.float32)
+    x = np.array(inputs(), np.float32)  # writable, as torch.from_numpy wants
     with torch.no_grad():
         y_ref, h_ref = ref(torch.from_numpy(x))
     w_ih, w_hh = ref.weight_ih_l0.detach().numpy(), ref.weight_hh_l0.detach().numpy()
