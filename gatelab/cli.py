@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import difflib
 import inspect
 import json
 import os
@@ -369,9 +370,36 @@ def configure_jax() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``parse_args`` with a suggestion for a mistyped command or flag."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and not argv[0].startswith("-") and argv[0] not in commands.choices:
+        names = list(commands.choices)
+        parser.error(
+            f"unknown command {argv[0]!r}{_did_you_mean(argv[0], names)}; "
+            f"commands: {', '.join(names)}"
+        )
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = commands.choices[args.command]
+        flags = [f for action in command._actions for f in action.option_strings]
+        flag = next((u.split("=")[0] for u in unknown if u.startswith("-")), None)
+        if flag is None:
+            command.error(f"unrecognized arguments: {' '.join(unknown)}")
+        command.error(
+            f"unknown flag {flag}{_did_you_mean(flag, flags)}; see gatelab {args.command} --help"
+        )
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, sys.argv[1:] if argv is None else list(argv))
     tune_allocator()
     configure_jax()
     try:

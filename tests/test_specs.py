@@ -215,3 +215,20 @@ def test_variants_command_lists_every_variant_with_its_parameter_count(capsys):
     assert "forget: 1 - input" in out and "c_t = f_t * c_{t-1} + i_t * z_t" in out
     assert cli.main(["variants", "nope"]) == 2
     assert "unknown variant" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["trian", "configs/adding.py"], "unknown command 'trian' (did you mean train?)"),
+        (["variants", "--hiden", "8"], "unknown flag --hiden (did you mean --hidden?)"),
+        (["variants", "lstm", "gru"], "unrecognized arguments: gru"),
+    ],
+)
+def test_a_mistyped_command_or_flag_is_an_error_with_a_suggestion(argv, expected, capsys):
+    from gatelab import cli
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
