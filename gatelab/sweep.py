@@ -34,7 +34,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import records
+from gatelab import records, specs
 from gatelab.config import Config
 
 __all__ = [
@@ -480,9 +480,8 @@ def run_sweep(
         for run in group:
             status[run.name] = "running" if workers > 1 else status[run.name]
     finished = 0
-    for group, (summaries, failure) in zip(
-        groups, _execute(jobs, workers, write_state, groups, status), strict=True
-    ):
+    for index, (summaries, failure) in _execute(jobs, workers, write_state, groups, status):
+        group = groups[index]
         finished += 1
         if failure is None:
             for run, summary in zip(group, summaries, strict=True):
@@ -549,14 +548,31 @@ def _pin_worker(cores) -> None:
     cli.configure_jax()
 
 
+def group_cost(group: Sequence[PlannedRun]) -> float:
+    """A group's training work, relative: runs x steps x batch x one recurrent layer's
+    parameters (its input taken as wide as its state) x layers x directions."""
+    config = group[0].config
+    hidden, model = config.model.hidden, config.model
+    layer = specs.param_count(config.spec, hidden, hidden) * model.layers
+    layer *= 2 if model.bidirectional else 1
+    return len(group) * config.run.steps * config.run.batch_size * layer
+
+
+def schedule(groups: Sequence[Sequence[PlannedRun]]) -> list[int]:
+    """The order in which workers take groups: the costliest first (longest processing time
+    first), so that no worker is left with a long group when the others are done."""
+    return sorted(range(len(groups)), key=lambda k: -group_cost(groups[k]))
+
+
 def _execute(jobs, workers: int, on_start, groups, status):
-    """Yields ``(summaries, failure)`` per job, in order."""
+    """Yields ``(index, (summaries, failure))`` per job: in order in this process, as each
+    finishes with several workers (which take the groups in ``schedule`` order)."""
     if workers == 1:
-        for job, group in zip(jobs, groups, strict=True):
+        for index, (job, group) in enumerate(zip(jobs, groups, strict=True)):
             for run in group:
                 status[run.name] = "running"
             on_start()
-            yield _train_job(job)
+            yield index, _train_job(job)
         return
     context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
     cores = context.Queue()
@@ -567,7 +583,9 @@ def _execute(jobs, workers: int, on_start, groups, status):
     with concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=_pin_worker, initargs=(cores,)
     ) as pool:
-        yield from pool.map(_train_job, jobs)
+        futures = {pool.submit(_train_job, jobs[k]): k for k in schedule(groups)}
+        for future in concurrent.futures.as_completed(futures):
+            yield futures[future], future.result()
 
 
 # ==================================================================================================

@@ -146,6 +146,18 @@ def test_groups_hold_runs_that_differ_only_in_values():
     assert len({g[0].group for g in groups}) == 2
 
 
+def test_workers_take_the_costliest_groups_first():
+    base = config_lib.load(QUICK)
+    study = sweep.grid({"model.variant": ["NFG", "FGR", "vanilla"], "run.seeds": [(0, 1)]})
+    study = study + sweep.grid({"model.variant": ["NFG"], "run.seeds": [(2, 3, 4, 5)]})
+    groups = sweep.plan_groups(sweep.expand(base, study), max_group=3)
+    names = [(g[0].config.model.variant, len(g)) for g in groups]
+    assert names == [("NFG", 3), ("NFG", 3), ("FGR", 2), ("vanilla", 2)]
+    ordered = [names[k] for k in sweep.schedule(groups)]
+    # FGR's gate recurrence makes it the costliest; a full group of NFG outweighs 2 vanilla runs.
+    assert ordered == [("FGR", 2), ("NFG", 3), ("NFG", 3), ("vanilla", 2)]
+
+
 def test_random_search_is_seeded_and_bucketed():
     space = {
         "optim.lr": sweep.log_uniform(1e-6, 1e-2),
