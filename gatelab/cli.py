@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import difflib
 import inspect
 import json
 import os
@@ -370,18 +369,13 @@ def configure_jax() -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """``parse_args`` with a suggestion for a mistyped command or flag."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if argv and not argv[0].startswith("-") and argv[0] not in commands.choices:
         names = list(commands.choices)
         parser.error(
-            f"unknown command {argv[0]!r}{_did_you_mean(argv[0], names)}; "
+            f"unknown command {argv[0]!r}{config_lib.did_you_mean(argv[0], names)}; "
             f"commands: {', '.join(names)}"
         )
     args, unknown = parser.parse_known_args(argv)
@@ -391,9 +385,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
         flag = next((u.split("=")[0] for u in unknown if u.startswith("-")), None)
         if flag is None:
             command.error(f"unrecognized arguments: {' '.join(unknown)}")
-        command.error(
-            f"unknown flag {flag}{_did_you_mean(flag, flags)}; see gatelab {args.command} --help"
-        )
+        suggestion = config_lib.did_you_mean(flag, flags)
+        command.error(f"unknown flag {flag}{suggestion}; see gatelab {args.command} --help")
     return args
 
 

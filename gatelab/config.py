@@ -31,6 +31,7 @@ __all__ = [
     "TaskConfig",
     "WandbConfig",
     "apply_overrides",
+    "did_you_mean",
     "from_dict",
     "load",
     "load_module",
@@ -260,7 +261,8 @@ def _literal(text: str) -> Any:
     return text
 
 
-def _did_you_mean(word: str, choices, prefix: str = "") -> str:
+def did_you_mean(word: str, choices, prefix: str = "") -> str:
+    """`` (did you mean <prefix><closest>?)`` for a mistyped name, or nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
@@ -275,14 +277,14 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
         sections = _hints(Config)
         if section not in sections:
             raise ConfigError(
-                f"unknown key {key!r}{_did_you_mean(section, sections)}: the sections are "
+                f"unknown key {key!r}{did_you_mean(section, sections)}: the sections are "
                 f"{', '.join(sections)} (see `gatelab train --help` for every key)"
             )
         field, _, sub = rest.partition(".")
         fields = _hints(sections[section])
         if field not in fields:
             raise ConfigError(
-                f"unknown key {key!r}{_did_you_mean(field, fields, section + '.')}; keys of "
+                f"unknown key {key!r}{did_you_mean(field, fields, section + '.')}; keys of "
                 f"{section}: " + ", ".join(f"{section}.{f}" for f in fields)
             )
         hint = fields[field]
