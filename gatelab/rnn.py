@@ -53,7 +53,7 @@ def _project(params: Params, blocks: list[str], x: Array) -> Array:
 def _split(s: Array, names: list[str], size: int) -> dict[str, Array]:
     """The blocks of ``s`` (..., k*H) by name. ``jnp.split``, not slicing: its transpose is one
     concatenate, where slices transpose to a sum of zero-padded blocks, which XLA's CPU backend
-    evaluates per element of the whole width (GRU 1.2x slower at H=128, experiments/bench)."""
+    evaluates per element of the whole width (the GRU trained 1.3x slower at H=128)."""
     if not names:
         return {}
     assert s.shape[-1] == len(names) * size, (s.shape, names, size)
@@ -481,8 +481,9 @@ class GatedRNN(nn.Module):
         backward: ``"autodiff"`` (JAX differentiates the scan) or ``"fused"`` (LSTM and GRU
             families: the hand-written backward pass of ``fused_recurrence``, one recurrent
             matmul per step and the weight gradients as large matmuls afterwards). Autodiff is
-            the default because it measured faster on the 2-core AVX2 CPU here (H=128: 70 ms
-            against 86 ms per forward and backward pass; see ``experiments/bench``).
+            the default because it measured faster on the 2-core AVX2 CPU here: the fused
+            backward trained at 0.49-1.05x of its speed over three runs of
+            ``experiments/bench`` (hidden 32-512).
     """
 
     features: int

@@ -18,6 +18,7 @@ the runs, so n machines can share a sweep and merge their directories by copying
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -255,8 +256,8 @@ def expand(base: Config, sweep: Sweep) -> list[PlannedRun]:
         for seed in seeds:
             one = dataclasses.replace(config, run=dataclasses.replace(config.run, seeds=(seed,)))
             planned.append(PlannedRun(run_name(overrides, seed), overrides, seed, one))
-    names = [p.name for p in planned]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    counts = collections.Counter(p.name for p in planned)
+    duplicates = sorted(name for name, n in counts.items() if n > 1)
     if duplicates:
         raise ValueError(f"the sweep has duplicate runs: {', '.join(duplicates[:5])}")
     return planned
