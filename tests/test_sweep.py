@@ -233,3 +233,9 @@ def test_tune_then_test_stage(tmp_path):
     assert {r["seed"] for r in test} == {1, 2}  # fresh seeds
     assert {r["overrides"]["optim.lr"] for r in test} == {1e-2}  # 1e-4 learns nothing in 100 steps
     assert json.loads((tmp_path / "s" / "test" / "sweep.json").read_text())["stage"] == "test"
+
+
+def test_a_study_with_the_same_run_twice_is_refused():
+    base = config_lib.load(QUICK)
+    with pytest.raises(ValueError, match="duplicate runs: NFG__s0"):
+        sweep.expand(base, sweep.grid({"model.variant": ["NFG", "NFG"], "run.seeds": [(0,)]}))
