@@ -96,7 +96,7 @@ class WandbConfig:
     mode: Literal["offline", "online", "disabled"] = "offline"
     project: str = "gatelab"
     entity: str = ""
-    group: str = ""  # default: the workdir's name
+    group: str = ""  # default: the name of the train workdir or of the sweep directory
     tags: tuple[str, ...] = ()
 
 

@@ -23,7 +23,6 @@ import jax.numpy as jnp
 
 from gatelab import train
 from gatelab.cells import GatedCell
-from gatelab.inspect import resolve_run
 from gatelab.rnn import GatedRNN
 
 __all__ = ["sample"]
@@ -49,7 +48,7 @@ def sample(
         ValueError: for a run of another task, a bidirectional model, or characters outside
             the vocabulary.
     """
-    run = train.restore_run(resolve_run(directory))
+    run = train.restore_run(train.resolve_run(directory))
     if run.task.name != "shakespeare":
         raise ValueError(
             f"gatelab sample needs a shakespeare run (a character language model); "

@@ -20,54 +20,41 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from matplotlib.figure import Figure
 
-from gatelab import records, train
+from gatelab import records, tasks, train
 from gatelab.report import figures as figure_style
 
-__all__ = ["inspect_run", "inspect_compare", "capture", "gradient_flow", "resolve_run"]
+__all__ = ["inspect_run", "inspect_compare", "capture", "capturer", "gradient_flow"]
 
 # The gate whose value is the fraction of the state kept, per family: its memory time is
 # 1 / (1 - kept). For the GRU family the kept fraction is 1 - update.
 _KEPT = {"forget": lambda v: v, "update": lambda v: 1.0 - v}
 
 
-def resolve_run(directory: str | Path) -> Path:
-    """A run's directory: ``directory`` itself, or its only run (``seed_0`` of a train workdir).
-
-    Raises:
-        ValueError: for a directory that holds several runs (naming them) or none.
-    """
-    directory = Path(directory)
-    if (directory / "config.json").exists():
-        return directory
-    runs = sorted(p.parent for p in directory.glob("*/config.json"))
-    if len(runs) == 1:
-        return runs[0]
-    if not runs:
-        raise ValueError(f"{directory} holds no run (no config.json in it or below it)")
-    names = ", ".join(r.name for r in runs[:6]) + (", ..." if len(runs) > 6 else "")
-    raise ValueError(
-        f"{directory} holds {len(runs)} runs ({names}): pass one run's directory, "
-        "or --compare to put every variant side by side"
-    )
-
-
 def _batch(data: dict[str, np.ndarray], begin: int, end: int) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v[begin:end]) for k, v in data.items()}
 
 
-def capture(run: train.RestoredRun, batch: dict[str, jax.Array]):
+def capturer(run: train.RestoredRun):
+    """``run``'s model with gate capture, jitted: build it once and call it on every batch."""
+    return jax.jit(
+        lambda p, x, lengths: run.model.apply(
+            {"params": p}, x, lengths, mutable=["gates", "state"]
+        )[1]
+    )
+
+
+def capture(run: train.RestoredRun, batch: dict[str, jax.Array], apply=None):
     """The gates, cell and hidden states of every layer on ``batch``, with the best parameters.
+
+    ``apply`` is ``capturer(run)``, when already built.
 
     Returns:
         ``{layer: {name: (b, t, H) array}}`` with the live gates under their names, ``cell``
         (LSTM family) and ``hidden``; padded steps are zero.
     """
-    apply = jax.jit(
-        lambda p, x, lengths: run.model.apply(
-            {"params": p}, x, lengths, mutable=["gates", "state"]
-        )[1]
-    )
+    apply = apply or capturer(run)
     captured = apply(run.best_params, batch["inputs"], batch.get("lengths"))
     layers: dict[str, dict[str, np.ndarray]] = {}
     for collection in ("gates", "state"):
@@ -108,8 +95,8 @@ def _removed(run: train.RestoredRun) -> list[str]:
     return [gate for gate in run.model.spec.gates if getattr(run.model.spec, gate) == "open"]
 
 
-def _statistics(values: np.ndarray, valid: np.ndarray, gate: str) -> dict[str, float]:
-    entries = values[valid]
+def _statistics(entries: np.ndarray, gate: str) -> dict[str, float]:
+    """Mean, saturation and (for the kept fraction) memory time of a gate's valid entries."""
     stats = {
         "mean": float(entries.mean()),
         "low": float((entries < 0.1).mean()),
@@ -120,13 +107,6 @@ def _statistics(values: np.ndarray, valid: np.ndarray, gate: str) -> dict[str, f
         stats["memory_median"] = float(np.median(1.0 / (1.0 - kept)))
         stats["memory_of_mean"] = float(1.0 / (1.0 - min(kept.mean(), 1.0 - 1e-6)))
     return stats
-
-
-def _valid_mask(batch, shape) -> np.ndarray:
-    lengths = batch.get("lengths")
-    steps = np.arange(shape[1])[None, :]
-    mask = np.ones(shape[:2], bool) if lengths is None else steps < np.asarray(lengths)[:, None]
-    return np.broadcast_to(mask[..., None], shape)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,26 +122,40 @@ def inspect_run(
     Returns:
         The output directory (``<run>/inspect`` by default).
     """
-    run_dir = resolve_run(directory)
+    run_dir = train.resolve_run(directory)
     run = train.restore_run(run_dir)
     out = Path(out or run_dir / "inspect")
     out.mkdir(parents=True, exist_ok=True)
     data = run.task.eval_set(split)
     size = len(data["targets"])
-    shown = _batch(data, 0, min(examples, size))
-    layers = capture(run, shown)
     removed = _removed(run)
+    count = min(examples, size)
+    shown = _batch(data, 0, count)
 
-    # Distributions over the whole split, in batches.
+    # Distributions over the whole split, in batches of one shape (one compilation; the last
+    # batch is padded and its padding dropped); the shown examples are the first batch's first.
+    apply = capturer(run)
+    step = max(min(run.config.run.eval_batch_size, size), count)
     pooled: dict[tuple[str, str], list[np.ndarray]] = {}
-    step = run.config.run.eval_batch_size
+    layers: dict[str, dict[str, np.ndarray]] = {}
     for begin in range(0, size, step):
-        batch = _batch(data, begin, min(begin + step, size))
-        for layer, values in capture(run, batch).items():
+        real = min(step, size - begin)
+        batch = {
+            k: jnp.asarray(train.pad_examples(v[begin : begin + real], step))
+            for k, v in data.items()
+        }
+        captured = capture(run, batch, apply)
+        if begin == 0:
+            layers = {
+                layer: {name: value[:count] for name, value in values.items()}
+                for layer, values in captured.items()
+            }
+        steps = tasks.masked_steps(batch, batch["inputs"].shape[1])
+        valid = np.ones(batch["inputs"].shape[:2], bool) if steps is None else np.asarray(steps) > 0
+        for layer, values in captured.items():
             for name, value in values.items():
-                if name in ("cell", "hidden"):
-                    continue
-                pooled.setdefault((layer, name), []).append(value[_valid_mask(batch, value.shape)])
+                if name not in ("cell", "hidden"):
+                    pooled.setdefault((layer, name), []).append(value[:real][valid[:real]].ravel())
     flow = gradient_flow(run, _batch(data, 0, min(64, size)))
 
     np.savez_compressed(
@@ -186,9 +180,7 @@ def inspect_run(
         "removed": removed,
         "layers": {
             layer: {
-                gate: _statistics(
-                    np.concatenate(chunks), np.ones(sum(len(c) for c in chunks), bool), gate
-                )
+                gate: _statistics(np.concatenate(chunks), gate)
                 for (lay, gate), chunks in pooled.items()
                 if lay == layer
             }
@@ -237,11 +229,6 @@ def _gates_markdown(summary: dict) -> str:
 
 
 def _draw_run(run, layers, shown, removed, pooled, flow, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     with figure_style.style():
         order = lambda values: [  # noqa: E731
             *[g for g in run.model.spec.gates if g in values or g in removed],
@@ -316,27 +303,18 @@ def _draw_run(run, layers, shown, removed, pooled, flow, out: Path) -> None:
 
 
 def _one_run_per_variant(directory: Path) -> dict[str, Path]:
-    """The completed run with the lowest seed of every variant, in the sweep's order."""
-    runs = []
-    for config_path in sorted(directory.glob("**/config.json")):
-        summary = records.RunRecord.read_summary(config_path.parent)
-        if summary and summary.get("status") == "completed":
-            runs.append((summary.get("variant"), summary.get("seed", 0), config_path.parent))
-    if not runs:
+    """The completed run with the lowest seed of every variant, in the report's variant order
+    (for a two-stage sweep, its test stage)."""
+    from gatelab.report import load, stats
+
+    runs = load.load_runs(directory)
+    done = runs[runs["status"] == "completed"]
+    if done.empty:
         raise ValueError(f"{directory} has no completed runs to compare")
-    order = []
-    sweep = directory / "sweep.json"
-    if sweep.exists():
-        for entry in records.read_json(sweep)["runs"]:
-            variant = entry["overrides"].get("model.variant")
-            if variant and variant not in order:
-                order.append(variant)
-    chosen: dict[str, tuple[int, Path]] = {}
-    for variant, seed, path in runs:
-        if variant not in chosen or seed < chosen[variant][0]:
-            chosen[variant] = (seed, path)
-    ordered = [v for v in order if v in chosen] + sorted(v for v in chosen if v not in order)
-    return {v: chosen[v][1] for v in ordered}
+    return {
+        variant: Path(done[done["variant"] == variant].sort_values("seed")["path"].iloc[0])
+        for variant in stats.variant_order(done)
+    }
 
 
 def inspect_compare(
@@ -376,7 +354,7 @@ def inspect_compare(
         panels.append((variant, state, value))
         flows[variant] = gradient_flow(run, _batch(data, 0, min(64, len(data["targets"]))))[first]
         stats = (
-            _statistics(value, np.ones(value.shape, bool), gate)
+            _statistics(value.ravel(), gate)
             if value is not None and state != "removed: constant 1"
             else None
         )
@@ -406,11 +384,6 @@ def inspect_compare(
 
 
 def _draw_compare(panels, flows, gate: str, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     with figure_style.style():
         figure = Figure(
             figsize=(figure_style.WIDTH * 2, 1.2 * len(panels) + 0.4), layout="constrained"

@@ -35,6 +35,8 @@ from gatelab.config import Config
 
 __all__ = [
     "RestoredRun",
+    "pad_examples",
+    "resolve_run",
     "restore_run",
     "train_and_evaluate",
     "train_group",
@@ -189,6 +191,10 @@ def train_group(
         if static_key(run) != static_key(config):
             raise ValueError("the runs of a group must differ only in seed and per-run values")
     group_dir = Path(group_dir)
+    # Where the records live: a train workdir, or a sweep's directory (whose groups are below
+    # it). W&B runs are grouped and named by it, so that a sweep is one W&B group.
+    parents = {Path(d).parent for d in run_dirs}
+    record_root = parents.pop() if len(parents) == 1 else group_dir
     task = tasks.get(config.task.name, **config.task.args)
     hidden = models.solve_hidden(config, task) if config.model.match_params else config.model.hidden
     model = models.build_model(config, task, hidden)
@@ -395,7 +401,7 @@ def train_group(
         for begin in range(0, sizes[split], eval_size):
             count = min(eval_size, sizes[split] - begin)
             batch = {
-                k: jnp.asarray(_pad(v[begin : begin + count], eval_size))
+                k: jnp.asarray(pad_examples(v[begin : begin + count], eval_size))
                 for k, v in dataset.items()
             }
             valid = jnp.asarray(np.arange(eval_size) < count, jnp.float32)
@@ -416,10 +422,10 @@ def train_group(
             mode=run.wandb.mode,
             workdir=d,
             run_id=rec.wandb_id,
-            name=f"{group_dir.name}/{d.name}",
+            name=f"{record_root.name}/{d.name}",
             project=run.wandb.project,
             entity=run.wandb.entity,
-            group=run.wandb.group or group_dir.name,
+            group=run.wandb.group or record_root.name,
             tags=[run.model.variant, run.task.name, *run.wandb.tags],
             config={**config_lib.to_dict(run), "seed": run.run.seeds[0], "resolved": resolved},
             primary=(task.primary_metric, task.direction),
@@ -559,8 +565,7 @@ def train_group(
             if s["status"] == "diverged":
                 step_ = s["diverged_step"]
                 print(f"{d.name} diverged at step {step_}; frozen there, the rest went on")
-        parents = {Path(d).parent for d in run_dirs}
-        print(f"records in {parents.pop() if len(parents) == 1 else group_dir}")
+        print(f"records in {record_root}")
     return out
 
 
@@ -575,6 +580,27 @@ class RestoredRun:
     params: Any  # the parameters at the checkpoint's step
     step: int
     summary: dict[str, Any]
+
+
+def resolve_run(directory: str | Path) -> Path:
+    """A run's directory: ``directory`` itself, or its only run (``seed_0`` of a train workdir).
+
+    Raises:
+        ValueError: for a directory that holds several runs (naming them) or none.
+    """
+    directory = Path(directory)
+    if (directory / "config.json").exists():
+        return directory
+    runs = sorted(p.parent for p in directory.glob("*/config.json"))
+    if len(runs) == 1:
+        return runs[0]
+    if not runs:
+        raise ValueError(f"{directory} holds no run (no config.json in it or below it)")
+    names = ", ".join(r.name for r in runs[:6]) + (", ..." if len(runs) > 6 else "")
+    raise ValueError(
+        f"{directory} holds {len(runs)} runs ({names}): pass one run's directory, "
+        "or --compare to put every variant side by side"
+    )
 
 
 def restore_run(run_dir: str | Path) -> RestoredRun:
@@ -612,7 +638,7 @@ def restore_run(run_dir: str | Path) -> RestoredRun:
     )
 
 
-def _pad(values: np.ndarray, size: int) -> np.ndarray:
+def pad_examples(values: np.ndarray, size: int) -> np.ndarray:
     """``values`` with its last example repeated up to ``size`` examples."""
     missing = size - len(values)
     if not missing:
