@@ -28,7 +28,9 @@ __all__ = [
     "WandbMirror",
     "code_version",
     "config_difference",
+    "flatten",
     "read_json",
+    "read_json_or_none",
     "write_json_atomic",
     "read_metrics",
 ]
@@ -61,6 +63,14 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_or_none(path: Path) -> Any:
+    """``read_json``, or ``None`` for a file that is missing or cannot be read."""
+    try:
+        return read_json(path)
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -104,12 +114,13 @@ def code_version() -> str:
     return version
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
     flat = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict) and value:
-            flat.update(_flatten(value, name + "."))
+            flat.update(flatten(value, name + "."))
         else:
             flat[name] = value
     return flat
@@ -117,7 +128,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Lines ``key: old -> new`` for every differing flattened key."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     return [
         f"{key}: {a.get(key, '(absent)')!r} -> {b.get(key, '(absent)')!r}"
         for key in sorted(set(a) | set(b))
@@ -182,10 +193,7 @@ class RunRecord:
     @staticmethod
     def read_summary(workdir: Path) -> dict[str, Any] | None:
         """``workdir/summary.json``, or ``None`` if there is none (or it cannot be read)."""
-        try:
-            return read_json(Path(workdir) / "summary.json")
-        except (OSError, json.JSONDecodeError):
-            return None
+        return read_json_or_none(Path(workdir) / "summary.json")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.summary_path, summary)
@@ -249,7 +257,7 @@ class WandbMirror:
                 entity=entity or None,
                 group=group or None,
                 tags=tags,
-                config=_flatten(config),
+                config=flatten(config),
                 reinit="create_new",
                 settings=wandb.Settings(console="off", x_disable_stats=True),
             )

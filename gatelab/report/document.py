@@ -24,7 +24,7 @@ import pandas as pd
 
 from gatelab.report import figures as figures_lib
 from gatelab.report import load, stats, tables
-from gatelab.report.metric import Metric, format_p
+from gatelab.report.metric import Metric, format_p, is_finite
 
 __all__ = [
     "build_report",
@@ -248,7 +248,7 @@ def views(
             "",
             "Every completed run with a finite metric.",
             used,
-            stats.compare(runs, metric, baseline, order),
+            stats.compare(runs, metric, baseline, order, used=used),
         )
     ]
     if kind == "random" and selection.key in runs:
@@ -552,7 +552,9 @@ def _left_out_section(runs: pd.DataFrame) -> str | None:
     for _, run in left.iterrows():
         if run["status"] == "diverged":
             step = run.get("diverged_step")
-            detail = f"loss non-finite at step {int(step)}" if _finite(step) else "loss non-finite"
+            detail = (
+                f"loss non-finite at step {int(step)}" if is_finite(step) else "loss non-finite"
+            )
         elif run["status"] == "failed":
             error = run.get("error")
             detail = (
@@ -600,13 +602,6 @@ def _varying(runs: pd.DataFrame) -> list[str]:
 def _excluded_words(counts: Counter) -> str:
     words = [f"{counts[s]} {s}" for s in ("diverged", "failed", "running", "pending") if counts[s]]
     return ", ".join(words)
-
-
-def _finite(value: Any) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _no_curves() -> pd.DataFrame:

@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from gatelab import records as record_io
+
 __all__ = [
     "Records",
     "find_records",
@@ -70,11 +72,11 @@ def find_records(directory: str | Path) -> Records:
         tune = directory / "tune"
         return Records(
             directory / "test",
-            _read_json(directory / "test" / "sweep.json"),
+            record_io.read_json(directory / "test" / "sweep.json"),
             tune if (tune / "sweep.json").exists() else None,
         )
     if (directory / "sweep.json").exists():
-        return Records(directory, _read_json(directory / "sweep.json"))
+        return Records(directory, record_io.read_json(directory / "sweep.json"))
     if not directory.is_dir() or not _run_dirs(directory):
         raise FileNotFoundError(
             f"{directory} holds no records: no sweep.json, no test/sweep.json and no run directory "
@@ -133,7 +135,7 @@ def load_curves(
     runs = load_runs(directory) if runs is None else runs
     frames = []
     for run in runs.itertuples(index=False):
-        lines = _read_metrics(Path(run.path) / "metrics.jsonl")
+        lines = record_io.read_metrics(Path(run.path) / "metrics.jsonl")
         frames.append(_curve_frame(run.name, run.variant, run.seed, run.status, lines, prefixes))
     return _concat_curves(frames)
 
@@ -189,7 +191,7 @@ def runs_from_wandb(
             for key, value in dict(wandb_run.summary).items()
             if not key.startswith("_") and not isinstance(value, (dict, list))
         }
-        config = _flatten(_plain(dict(wandb_run.config)))
+        config = record_io.flatten(_plain(dict(wandb_run.config)))
         name = str(wandb_run.name).rsplit("/", 1)[-1]
         status = summary.get("status") or _WANDB_STATES.get(wandb_run.state, "failed")
         row = _row_from(
@@ -221,9 +223,9 @@ _WANDB_STATES = {"finished": "completed", "running": "running", "pending": "pend
 
 def _run_row(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One run's row from its directory and its ``sweep.json`` entry."""
-    summary = _read_json_or_none(run_dir / "summary.json") or {}
-    stored = _read_json_or_none(run_dir / "config.json") or {}
-    config = _flatten(stored.get("config", {}))
+    summary = record_io.read_json_or_none(run_dir / "summary.json") or {}
+    stored = record_io.read_json_or_none(run_dir / "config.json") or {}
+    config = record_io.flatten(stored.get("config", {}))
     config.update({f"resolved.{k}": v for k, v in stored.get("resolved", {}).items()})
     status = summary.get("status")
     swept = entry.get("status")
@@ -342,43 +344,6 @@ def _run_dirs(directory: Path) -> list[Path]:
     return sorted(
         found, key=lambda d: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", d.name)]
     )
-
-
-def _read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
-
-
-def _read_json_or_none(path: Path) -> Any:
-    try:
-        return _read_json(path)
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The lines of ``metrics.jsonl``; a torn last line (a kill mid-write) ends the read."""
-    lines = []
-    try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    lines.append(json.loads(line))
-                except json.JSONDecodeError:
-                    break
-    except OSError:
-        pass
-    return lines
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def _plain(value: Any) -> Any:

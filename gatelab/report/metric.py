@@ -12,7 +12,7 @@ import dataclasses
 import math
 from collections.abc import Iterable
 
-__all__ = ["Metric", "format_p"]
+__all__ = ["Metric", "format_p", "is_finite"]
 
 # What a metric is called on an axis, and its unit. The unit of a loss depends on what it averages
 # over, which is the task's choice: (task, metric) entries override the metric-wide ones.
@@ -135,29 +135,29 @@ class Metric:
         Two significant digits of the smallest standard deviation (one for percentages, which
         are read in tenths of a point); without spreads, four significant digits of the values.
         """
-        stds = [abs(s) * self.scale for s in spreads if _finite(s) and s != 0]
+        stds = [abs(s) * self.scale for s in spreads if is_finite(s) and s != 0]
         if stds:
             first = -math.floor(math.log10(min(stds)))
             return min(max(first, 1), 3) if self.percent else min(max(first + 1, 0), 8)
         if self.percent:
             return 1
-        magnitudes = [abs(v) for v in values if _finite(v) and v != 0]
+        magnitudes = [abs(v) for v in values if is_finite(v) and v != 0]
         if not magnitudes:
             return 3
         return min(max(3 - math.floor(math.log10(sorted(magnitudes)[len(magnitudes) // 2])), 0), 8)
 
     def format(self, value: float | None, decimals: int, unit: bool = True) -> str:
         """``88.4%`` or ``8.512``; ``n/a`` for a missing value."""
-        if not _finite(value):
+        if not is_finite(value):
             return "n/a"
         text = f"{value * self.scale:.{decimals}f}"
         return text + ("%" if self.percent and unit else "")
 
     def format_mean_std(self, mean: float, std: float, decimals: int) -> str:
         """``88.4 ± 0.9%``; the std is left out when there is none (a single run)."""
-        if not _finite(mean):
+        if not is_finite(mean):
             return "n/a"
-        if not _finite(std):
+        if not is_finite(std):
             return self.format(mean, decimals)
         text = f"{mean * self.scale:.{decimals}f} ± {std * self.scale:.{decimals}f}"
         return text + ("%" if self.percent else "")
@@ -165,7 +165,7 @@ class Metric:
 
 def format_p(p: float | None) -> str:
     """Two significant digits, exponents without padding: ``0.012``, ``3e-5``; ``n/a``."""
-    if not _finite(p):
+    if not is_finite(p):
         return "n/a"
     if p >= 0.001:
         return f"{p:.2g}"
@@ -173,7 +173,8 @@ def format_p(p: float | None) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def _finite(value: float | None) -> bool:
+def is_finite(value: object) -> bool:
+    """A number that is neither NaN nor infinite (``None`` and non-numbers are not)."""
     try:
         return value is not None and math.isfinite(float(value))
     except (TypeError, ValueError):
