@@ -33,7 +33,7 @@ Sections (``--sections``, comma-separated; all by default):
     each time ``lstm`` and ``torch-lstm`` at hidden 128.
 ``grid``
     lstm and Greff et al.'s 8 variants x 5 seeds on MNIST-1D (``grid_config.py``: hidden 64,
-    200 steps, batch 100) through ``gatelab sweep`` (``--workers 2`` where the CLI has it),
+    200 steps, batch 100) through ``gatelab sweep --workers 2``,
     through a loop of ``gatelab train`` processes, through PyTorch one run after another, and
     through ``train_and_evaluate`` one run after another in one process. The sweep runs all 45
     runs; the three serial contenders run the first two seeds of lstm, NFG and CIFG (6 runs)

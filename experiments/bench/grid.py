@@ -4,8 +4,8 @@ The grid is ``experiments/bench/grid_config.py``: lstm and Greff et al.'s eight 
 seeds on MNIST-1D. The contenders, each a child process (or processes) of the benchmark, run one
 after another in this order:
 
-1. ``gatelab sweep`` (with ``--workers 2`` where the CLI has the option): groups of runs as
-   compiled programs.
+1. ``gatelab sweep --workers 2``: groups of runs as compiled programs in two pinned worker
+   processes.
 2. A shell loop: one ``gatelab train`` process per run, as a researcher would write it.
 3. PyTorch: the runs one after another in one process (``experiments.bench.torch_grid``; every
    run an ``nn.LSTM``, since PyTorch has no Greff variants).
@@ -23,7 +23,6 @@ Every contender has a timeout (``TIMEOUT_S``): one that hangs is killed and repo
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -35,34 +34,18 @@ from typing import Any
 import numpy as np
 
 from experiments.bench.measure import ROOT, Child, run_child
+from gatelab import config as config_lib
+from gatelab import records
 
 __all__ = ["run_grid", "CONFIG"]
 
 CONFIG = "experiments/bench/grid_config.py"
 
 
-def _config_module():
-    spec = importlib.util.spec_from_file_location("bench_grid_config", ROOT / CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
 def _gatelab_command() -> list[str]:
     """The ``gatelab`` console script next to this Python, else ``python -m gatelab.cli``."""
     script = Path(sys.executable).parent / "gatelab"
     return [str(script)] if script.exists() else [sys.executable, "-m", "gatelab.cli"]
-
-
-def sweep_has_workers() -> bool:
-    """Whether ``gatelab sweep`` has ``--workers`` (it is being added as this is written)."""
-    from gatelab import cli
-
-    parser = cli.build_parser()
-    for action in parser._subparsers._group_actions:  # argparse has no public way to ask
-        if "sweep" in getattr(action, "choices", {}):
-            return "--workers" in action.choices["sweep"]._option_string_actions
-    return False
 
 
 def _export_mnist1d(path: Path) -> None:
@@ -77,8 +60,8 @@ def _export_mnist1d(path: Path) -> None:
     np.savez(path, **arrays)
 
 
-def _read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+def _read_or_empty(path: Path) -> dict[str, Any]:
+    return records.read_json_or_none(path) or {}
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -127,7 +110,7 @@ def run_grid(
     workdir: Path, quick: bool, full: bool, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
     """Runs the four contenders of the grid under ``workdir``; returns their figures."""
-    module = _config_module()
+    module = config_lib.load_module(ROOT / CONFIG)
     arg = "quick" if quick else None
     target = f"{CONFIG}:{arg}" if arg else CONFIG
     config = module.get_config(arg)
@@ -139,7 +122,6 @@ def run_grid(
         sampled = [f"{v}/{s}" for v in module.SAMPLE_VARIANTS for s in seeds[:2]]
     workdir.mkdir(parents=True, exist_ok=True)
     gatelab = _gatelab_command()
-    workers = sweep_has_workers()
     result: dict[str, Any] = {
         "config": target,
         "variants": variants,
@@ -150,7 +132,6 @@ def run_grid(
         "steps": config.run.steps,
         "batch": config.run.batch_size,
         "log_every": config.run.log_every,
-        "sweep_has_workers": workers,
         "contenders": {},
     }
     contenders = result["contenders"]
@@ -159,16 +140,15 @@ def run_grid(
         return {"GATELAB_JAX_CACHE": str(workdir / f"jax-cache-{name}")}
 
     # ------------------------------------------------------------------------ 1. gatelab sweep --
-    name = "gatelab sweep" + (" --workers 2" if workers else "")
-    log(f"grid: {name} ({len(all_runs)} runs)")
+    log(f"grid: gatelab sweep --workers 2 ({len(all_runs)} runs)")
     command = [*gatelab, "sweep", target, "--workdir", str(workdir / "sweep"), "--quiet"]
-    command += ["--workers", "2"] if workers else []
+    command += ["--workers", "2"]
     child = run_child(command, cache_env("sweep"), TIMEOUT_S["sweep"])
-    state = _read(workdir / "sweep" / "sweep.json")
+    state = _read_or_empty(workdir / "sweep" / "sweep.json")
     groups: dict[str, dict[str, Any]] = {}
     accuracies = []
     for run in state.get("runs", []):
-        summary = _read(workdir / "sweep" / run["name"] / "summary.json")
+        summary = _read_or_empty(workdir / "sweep" / run["name"] / "summary.json")
         group = groups.setdefault(
             run["group"], {"variant": run["overrides"].get("model.variant"), "runs": 0}
         )
@@ -200,7 +180,7 @@ def run_grid(
         command = [*gatelab, "train", target, "--workdir", str(run_dir), "--quiet"]
         command += ["--set", f"model.variant={variant}", "--set", f"run.seeds={seed}"]
         child = run_child(command, cache_env("loop"), TIMEOUT_S["train"])
-        summary = _read(run_dir / f"seed_{seed}" / "summary.json")
+        summary = _read_or_empty(run_dir / f"seed_{seed}" / "summary.json")
         times[label] = child.wall_s
         rss.append(child.peak_rss_mib)
         runs.append(
@@ -220,7 +200,8 @@ def run_grid(
         "command": f"for each run: gatelab train {target} --set model.variant=V "
         "--set run.seeds=S --workdir DIR --quiet",
         "wall_s": sum(times.values()),
-        "estimated_s": _estimate(times, variants, seeds),
+        # A failed or killed run's time is no run's time: no estimate then (as in _serial).
+        "estimated_s": None if failed else _estimate(times, variants, seeds),
         "runs_measured": len(sampled),
         "processes": len(sampled),
         "peak_rss_mib": max(rss),
@@ -249,7 +230,7 @@ def run_grid(
     contenders["torch"] = _serial(
         "python -m experiments.bench.torch_grid (nn.LSTM for every run)",
         child,
-        _read(out),
+        _read_or_empty(out),
         variants,
         seeds,
         len(sampled),
@@ -266,7 +247,7 @@ def run_grid(
     contenders["inprocess"] = _serial(
         "train_and_evaluate per run, one after another, in one process",
         child,
-        _read(out),
+        _read_or_empty(out),
         variants,
         seeds,
         len(sampled),

@@ -1,8 +1,9 @@
 """How the benchmark measures: the machine, the matmul peak, FLOP counts, interleaved timing,
 child processes with their peak memory, and Markdown tables.
 
-Imports only the standard library and NumPy at module level: JAX and PyTorch are imported where
-they are used, so a child process loads only what its contender needs.
+Imports only the standard library and NumPy at module level. The memory children of the
+benchmark all import the contenders' module, so each holds JAX, Flax and PyTorch: compare their
+peak RSS above the child that imports the same and trains nothing ("above imports-only").
 
 Notation: ``b`` batch, ``t`` time, ``d`` input features, ``H`` hidden features, ``k`` the columns
 of the fused matmuls (live blocks times ``H``).
