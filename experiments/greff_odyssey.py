@@ -58,8 +58,8 @@ def sweep(arg: str | None = None) -> Sweep:
         "optim.momentum": one_minus_log_uniform(0.01, 1.0),
         "model.input_noise": uniform(0.0, 1.0),
     }
-    study = None
-    for index, variant in enumerate(VARIANTS):
-        part = random(trials, seed=index, space=space, fixed={"model.variant": variant})
-        study = part if study is None else study + part
-    return Sweep(study.runs, "random", part.parameters)
+    parts = [
+        random(trials, seed=index, space=space, fixed={"model.variant": variant})
+        for index, variant in enumerate(VARIANTS)
+    ]
+    return sum(parts[1:], parts[0])

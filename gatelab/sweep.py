@@ -75,7 +75,28 @@ class Sweep:
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __add__(self, other: Sweep) -> Sweep:
-        return Sweep(self.runs + other.runs, "list", {})
+        """Both studies' runs. Two random searches over the same keys stay a random search for
+        W&B, a key fixed to different values on each side becoming a choice among them (Greff
+        et al.'s one search per variant); anything else is a plain list of runs."""
+        runs = self.runs + other.runs
+        if self.kind != "random" or other.kind != "random":
+            return Sweep(runs, "list", {})
+        if set(self.parameters) != set(other.parameters):
+            return Sweep(runs, "list", {})
+        parameters = {}
+        for key, mine in self.parameters.items():
+            theirs = other.parameters[key]
+            if mine == theirs:
+                parameters[key] = mine
+            elif {*mine, *theirs} <= {"value", "values"}:
+                pooled = list(mine.get("values", [mine.get("value")]))
+                for value in theirs.get("values", [theirs.get("value")]):
+                    if value not in pooled:
+                        pooled.append(value)
+                parameters[key] = {"values": pooled}
+            else:
+                return Sweep(runs, "list", {})
+        return Sweep(runs, "random", parameters)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -181,9 +202,10 @@ def random(
     for trial in range(trials):
         draw = {k: v.sample(rng) if isinstance(v, _Distribution) else v for k, v in space.items()}
         runs.append({"_trial": trial, "run.seeds": (trial,), **(fixed or {}), **draw})
-    parameters = {
-        k: v.wandb() if isinstance(v, _Distribution) else {"value": v} for k, v in space.items()
-    }
+    parameters = {k: {"value": v} for k, v in (fixed or {}).items()}
+    parameters.update(
+        {k: v.wandb() if isinstance(v, _Distribution) else {"value": v} for k, v in space.items()}
+    )
     return Sweep(tuple(runs), "random", parameters)
 
 

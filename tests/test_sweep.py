@@ -206,6 +206,24 @@ def test_wandb_sweep_yaml(tmp_path, capsys):
     assert "wandb agent" in capsys.readouterr().out
 
 
+def test_greff_search_stays_a_random_search_over_every_variant_for_wandb():
+    target = str(ROOT / "experiments/greff_odyssey.py:quick")
+    spec = sweep.wandb_sweep_config(target)
+    assert spec["method"] == "random" and spec["run_cap"] == 9 * 2
+    variants = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"]
+    assert spec["parameters"]["model.variant"] == {"values": variants}
+    assert spec["parameters"]["optim.lr"] == {
+        "distribution": "log_uniform_values",
+        "min": 1e-6,
+        "max": 1e-2,
+    }
+    # A random search plus a grid is no random search.
+    mixed = sweep.random(2, 0, {"optim.lr": sweep.log_uniform(1e-3, 1e-2)}) + sweep.grid(
+        {"optim.lr": [1e-3]}
+    )
+    assert mixed.kind == "list" and len(mixed) == 3
+
+
 def test_sweep_cli_errors_exit_2(tmp_path, capsys):
     assert cli.main(["sweep", QUICK, "--workdir", str(tmp_path / "x"), "--set", "run.stpes=3"]) == 2
     assert "did you mean run.steps" in capsys.readouterr().err
