@@ -83,4 +83,4 @@ def sweep(arg: str | None = None) -> Sweep:
             return grid({"model.variant": STUDY, "run.seeds": [(0, 1, 2, 3, 4)]})
         case "quick":
             return grid({"model.variant": ["vanilla", "NFG"], "run.seeds": [(0, 1)]})
-    raise ValueError(f"unknown sweep argument {arg!r}; choices: demo, quick")
+    raise ValueError(f"unknown sweep argument {arg!r}; choices: paper, demo, quick")

@@ -39,11 +39,12 @@ def get_config(arg: str | None = None) -> Config:
 
 def sweep(arg: str | None = None) -> Sweep:
     seeds = SEEDS if arg is None else (0,)
+    length = get_config(arg).task.args["length"]  # chrono's T_max: the sequence length
     runs = [
         {"model.variant": "lstm", "model.spec.forget_bias": 0.0, "run.seeds": seeds},
         {"model.variant": "lstm", "run.seeds": seeds},  # forget bias 1: the baseline
         {"model.variant": "lstm", "model.spec.forget_bias": 2.0, "run.seeds": seeds},
-        {"model.variant": "lstm", "model.spec.chrono_tmax": 100.0, "run.seeds": seeds},
+        {"model.variant": "lstm", "model.spec.chrono_tmax": float(length), "run.seeds": seeds},
         {"model.variant": "gru", "run.seeds": seeds},
     ]
     return Sweep(tuple(runs), "list")
