@@ -74,7 +74,7 @@ def build_report(
     records = None
     if runs is None:
         records = load.find_records(directory)
-        runs = load.load_runs(directory)
+        runs = load.load_runs(records)
         if curves is None:
             curves = load.load_curves(directory, runs=runs)
     if curves is None:

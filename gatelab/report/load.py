@@ -85,7 +85,7 @@ def find_records(directory: str | Path) -> Records:
     return Records(directory, None)
 
 
-def load_runs(directory: str | Path) -> pd.DataFrame:
+def load_runs(directory: str | Path | Records) -> pd.DataFrame:
     """One row per run: ``name, variant, seed, status, group, path``, then every summary key.
 
     Also ``override/<key>`` for the run's sweep overrides, ``config/<dotted key>`` for its config,
@@ -95,14 +95,15 @@ def load_runs(directory: str | Path) -> pd.DataFrame:
     when that is final (the process that wrote it died before it could say so).
 
     Args:
-        directory: a sweep, a two-stage sweep's parent, or a ``gatelab train`` workdir.
+        directory: a sweep, a two-stage sweep's parent, or a ``gatelab train`` workdir (or
+            its :func:`find_records`, when already found).
 
     Returns:
         The runs in the sweep's order (natural name order for a train workdir); the frame's
         ``attrs["sweep"]`` holds ``sweep.json`` (empty for a train workdir) and ``attrs["root"]``
         the directory read.
     """
-    records = find_records(directory)
+    records = directory if isinstance(directory, Records) else find_records(directory)
     rows = []
     if records.sweep is not None:
         for entry in records.sweep.get("runs", []):
