@@ -100,6 +100,20 @@ def _compile(fn: Callable, shape: Shape, *args) -> tuple[Callable, float]:
     return compiled, time.perf_counter() - start
 
 
+def _stepper(compiled: Callable, state: Any, x: Array, y: Array) -> Callable[[int], None]:
+    """``run(n)``: ``n`` steps of ``compiled`` from ``state`` (carried across calls; donated),
+    blocked on the last loss."""
+    box = [state]
+
+    def run(n: int) -> None:
+        loss = None
+        for _ in range(n):
+            box[0], loss = compiled(box[0], x, y)
+        jax.block_until_ready(loss)
+
+    return run
+
+
 def _jax_contender(
     name: str,
     init: Callable[[Array, Array], Any],
@@ -115,14 +129,7 @@ def _jax_contender(
     params = init(jax.random.key(0), x)
     state = (params, tx.init(params))
     compiled, compile_s = _compile(_train_step(forward, tx), shape, state, x, y)
-    box = [state]
-
-    def run(n: int) -> None:
-        loss = None
-        for _ in range(n):
-            box[0], loss = compiled(box[0], x, y)
-        jax.block_until_ready(loss)
-
+    run = _stepper(compiled, state, x, y)
     return Contender(name, run, flops, shape.elements, compile_s, group, info or {})
 
 
@@ -334,14 +341,7 @@ def runs_contenders(shape: Shape, runs: int = 8) -> list[Contender]:
     def grouped(name: str, fn: Callable) -> Contender:
         state = jax.tree_util.tree_map(jnp.copy, stacked)
         compiled, compile_s = _compile(fn, shape, state, x, y)
-        box = [state]
-
-        def run(n: int) -> None:
-            loss = None
-            for _ in range(n):
-                box[0], loss = compiled(box[0], x, y)
-            jax.block_until_ready(loss)
-
+        run = _stepper(compiled, state, x, y)
         return Contender(name, run, flops, elements, compile_s, "runs", {"form": name})
 
     out.append(grouped("vmap", jax.vmap(step)))
