@@ -11,9 +11,9 @@ logistic regression 32%.
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
 from gatelab.sweep import Sweep, grid
+from gatelab.variants import GATE_STUDY
 
-GREFF = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"]
-STUDY = GREFF + ["lstm", "gru", "mgu"]
+STUDY = list(GATE_STUDY)  # Greff et al.'s nine, then lstm, gru and mgu
 
 
 def get_config(arg: str | None = None) -> Config:

@@ -7,7 +7,6 @@ gatelab train CONFIG[:ARG] [--workdir DIR] [--set KEY=VALUE ...] [--quiet]
 from __future__ import annotations
 
 import argparse
-import ctypes
 import inspect
 import json
 import os
@@ -16,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab import specs, variants
+from gatelab import runtime, specs, variants
 
 __all__ = ["main"]
 
@@ -335,40 +334,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tune_allocator() -> None:
-    """Keeps freed memory in the process instead of returning it to the kernel (glibc only).
-
-    XLA allocates and frees tens of MB of scratch per training step; glibc's default returns
-    large blocks to the kernel at once (mmap/munmap), so every step pays the page faults of
-    fresh memory again. With mmap off and trimming deferred, the memory is reused: 1.25-1.35x
-    more training steps per second here (experiments/bench). ``GATELAB_MALLOC=system`` opts out.
-    """
-    if os.environ.get("GATELAB_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl, ...): leave the allocator alone
-        return
-    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # from glibc's malloc.h
-    libc.mallopt(m_mmap_max, 0)
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    libc.mallopt(m_top_pad, 64 << 20)
-
-
-def configure_jax() -> None:
-    """Process-wide JAX settings of the entry points (never at import time).
-
-    A persistent compilation cache: a fresh process reuses the programs an earlier one compiled
-    (``$GATELAB_JAX_CACHE``, default ``~/.cache/gatelab/jax``; set it empty to turn it off).
-    """
-    import jax
-
-    cache = os.environ.get("GATELAB_JAX_CACHE", str(Path.home() / ".cache" / "gatelab" / "jax"))
-    if cache:
-        jax.config.update("jax_compilation_cache_dir", cache)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-
-
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """``parse_args`` with a suggestion for a mistyped command or flag."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -393,8 +358,8 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, sys.argv[1:] if argv is None else list(argv))
-    tune_allocator()
-    configure_jax()
+    runtime.tune_allocator()
+    runtime.configure_jax()
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:  # bad input: say what, exit 2 like argparse

@@ -565,10 +565,10 @@ def _pin_worker(cores) -> None:
     sizes), the allocator and JAX configured as the CLI does."""
     core = cores.get()
     os.sched_setaffinity(0, {core})
-    from gatelab import cli
+    from gatelab import runtime
 
-    cli.tune_allocator()
-    cli.configure_jax()
+    runtime.tune_allocator()
+    runtime.configure_jax()
 
 
 def group_cost(group: Sequence[PlannedRun]) -> float:

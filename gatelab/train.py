@@ -29,7 +29,7 @@ import optax
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import models, records, tasks
+from gatelab import models, records, runtime, tasks
 from gatelab.checkpoint import Checkpoints
 from gatelab.config import Config
 
@@ -105,12 +105,6 @@ def make_optimizer(config: Config, values: dict[str, Array]) -> optax.GradientTr
                 optax.trace(decay=values["momentum"], nesterov=True),
             )
     return optax.chain(core, optax.scale_by_schedule(schedule), optax.scale(-values["lr"]))
-
-
-def _compile_cheap(fn: Callable, *args) -> Callable:
-    """``fn`` compiled with LLVM's optimisations off: for code that runs once or rarely and
-    compiles slowly (initialisers with QR decompositions: 1.6 s instead of 4.8 s)."""
-    return jax.jit(fn).lower(*args).compile(compiler_options={"xla_backend_optimization_level": 0})
 
 
 def _tree_where(condition: Array, new, old):
@@ -349,7 +343,7 @@ def train_group(
         """Every run's fresh state. The best parameters start as a copy made outside the
         compiled init: one array returned as two outputs of a compiled program (XLA elides
         any copy inside) hung XLA's CPU runtime here (jaxlib 0.10.2, hidden 64, 2 runs)."""
-        state = _compile_cheap(jax.vmap(init_one), seeds, values)(seeds, values)
+        state = runtime.compile_cheap(jax.vmap(init_one), seeds, values)(seeds, values)
         return {**state, "best_params": jax.tree_util.tree_map(jnp.array, state["params"])}
 
     abstract = jax.eval_shape(jax.vmap(init_one), jnp.array(seeds), values)

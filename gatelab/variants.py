@@ -11,7 +11,7 @@ import dataclasses
 
 from gatelab.specs import GRUSpec, LSTMSpec, MinSpec, Spec
 
-__all__ = ["Variant", "VARIANTS", "variant", "lookup"]
+__all__ = ["Variant", "VARIANTS", "GREFF", "GATE_STUDY", "variant", "lookup"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Variant:
 
 
 _VANILLA = LSTMSpec(peepholes=True)
-_GREFF = "Greff et al. 2017 (arXiv:1503.04069)"
+_GREFF_2017 = "Greff et al. 2017 (arXiv:1503.04069)"
 
 _ALL = [
     Variant(
@@ -34,34 +34,36 @@ _ALL = [
         "no peepholes, forget bias 1 (the common modern LSTM)",
         "Hochreiter & Schmidhuber 1997; Jozefowicz et al. 2015",
     ),
-    Variant("vanilla", _VANILLA, "peepholes (i, f see c_{t-1}; o sees c_t), forget bias 1", _GREFF),
-    Variant("NIG", _VANILLA.replace(input="open"), "no input gate: i = 1", _GREFF),
-    Variant("NFG", _VANILLA.replace(forget="open"), "no forget gate: f = 1", _GREFF),
-    Variant("NOG", _VANILLA.replace(output="open"), "no output gate: o = 1", _GREFF),
+    Variant(
+        "vanilla", _VANILLA, "peepholes (i, f see c_{t-1}; o sees c_t), forget bias 1", _GREFF_2017
+    ),
+    Variant("NIG", _VANILLA.replace(input="open"), "no input gate: i = 1", _GREFF_2017),
+    Variant("NFG", _VANILLA.replace(forget="open"), "no forget gate: f = 1", _GREFF_2017),
+    Variant("NOG", _VANILLA.replace(output="open"), "no output gate: o = 1", _GREFF_2017),
     Variant(
         "NIAF",
         _VANILLA.replace(candidate_activation="identity"),
         "no input activation: z = W x + U h + b",
-        _GREFF,
+        _GREFF_2017,
     ),
     Variant(
         "NOAF",
         _VANILLA.replace(cell_activation="identity"),
         "no output activation: h = o * c",
-        _GREFF,
+        _GREFF_2017,
     ),
-    Variant("NP", _VANILLA.replace(peepholes=False), "no peepholes", _GREFF),
+    Variant("NP", _VANILLA.replace(peepholes=False), "no peepholes", _GREFF_2017),
     Variant(
         "CIFG",
         _VANILLA.replace(forget="1-input"),
         "coupled input and forget gate: f = 1 - i",
-        _GREFF,
+        _GREFF_2017,
     ),
     Variant(
         "FGR",
         _VANILLA.replace(gate_recurrence=True),
         "full gate recurrence: gates see all previous gate activations",
-        _GREFF,
+        _GREFF_2017,
     ),
     Variant(
         "gru",
@@ -114,6 +116,10 @@ _ALL = [
 ]
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in _ALL}
+
+# The variant lists of studies, in the order their reports show them.
+GREFF = ("vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR")  # Greff et al.'s nine
+GATE_STUDY = GREFF + ("lstm", "gru", "mgu")  # configs/mnist1d.py's study, `make demo`
 _BY_LOWER = {name.lower(): v for name, v in VARIANTS.items()}
 
 

@@ -16,9 +16,3 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 hypothesis.settings.register_profile("default", max_examples=15, deadline=None)
 hypothesis.settings.register_profile("slow", max_examples=200, deadline=None)
 hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-
-# Tests of tiny programs spend their time in XLA compilation: with LLVM's optimisations off
-# they compile 2-3x faster (and run slower, which does not matter at their sizes). Trainings
-# keep the default, since there the slower code costs more than the compilation saves.
-FAST_COMPILE = {"xla_backend_optimization_level": 0}

@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE
 from reference import REFERENCES
 
 import gatelab as gl
+from gatelab.runtime import CHEAP_COMPILE
 from gatelab.specs import param_breakdown
 
-jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
 
 B, T, D, H = 3, 6, 5, 4
 NAMES = list(gl.VARIANTS)

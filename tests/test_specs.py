@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import FAST_COMPILE
 from hypothesis import given, settings
 
 import gatelab as gl
+from gatelab.runtime import CHEAP_COMPILE
 
-jit = functools.partial(jax.jit, compiler_options=FAST_COMPILE)
+jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
 
 # --------------------------------------------------------------------------------------------------
 # Validation names the field, the value and what is allowed.

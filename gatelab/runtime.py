@@ -1,0 +1,65 @@
+"""Process set-up for the entry points: the allocator, JAX's settings, cheap compilation.
+
+Nothing here runs at import time (``jax.config.update`` belongs in entry points: the CLI, a
+sweep's worker processes, the benchmark suite and the tests' conftest). The measurements behind
+each setting are in ``experiments/bench/results/2026-11-30.md``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["tune_allocator", "configure_jax", "compile_cheap", "CHEAP_COMPILE"]
+
+# LLVM's optimisations off: for programs that run once or rarely and compile slowly.
+CHEAP_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def tune_allocator() -> None:
+    """Keeps freed memory in the process instead of returning it to the kernel (glibc only).
+
+    XLA allocates and frees tens of MB of scratch per training step; glibc's default returns
+    large blocks to the kernel at once (mmap/munmap), so every step pays the page faults of
+    fresh memory again. With mmap off and trimming deferred, the memory is reused (faster for
+    gatelab and for PyTorch alike; the results file above has the numbers).
+    ``GATELAB_MALLOC=system`` opts out. Call it before the first array is allocated.
+    """
+    if os.environ.get("GATELAB_MALLOC", "") == "system" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl, ...): leave the allocator alone
+        return
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4  # from glibc's malloc.h
+    libc.mallopt(m_mmap_max, 0)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    libc.mallopt(m_top_pad, 64 << 20)
+
+
+def configure_jax() -> None:
+    """Process-wide JAX settings of the entry points.
+
+    A persistent compilation cache: a fresh process reuses the programs an earlier one compiled
+    (``$GATELAB_JAX_CACHE``, default ``~/.cache/gatelab/jax``; set it empty to turn it off).
+    """
+    import jax
+
+    cache = os.environ.get("GATELAB_JAX_CACHE", str(Path.home() / ".cache" / "gatelab" / "jax"))
+    if cache:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def compile_cheap(fn: Callable, *args) -> Callable:
+    """``fn`` compiled for ``args`` with LLVM's optimisations off (:data:`CHEAP_COMPILE`).
+
+    For code that runs once or rarely and compiles slowly, such as initialisers with QR
+    decompositions (orthogonal kernels), about 3x faster to compile.
+    """
+    import jax
+
+    return jax.jit(fn).lower(*args).compile(compiler_options=CHEAP_COMPILE)
