@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab import runtime, specs, variants
+from gatelab import families, runtime, variants
 
 __all__ = ["main"]
 
@@ -33,7 +33,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
     )
 
 
-def _gate_summary(spec: specs.Spec) -> str:
+def _gate_summary(spec: families.Spec) -> str:
     words = []
     for gate in spec.gates:
         kind, source = spec.mode(gate)
@@ -49,7 +49,7 @@ def _gate_summary(spec: specs.Spec) -> str:
     return "; ".join(words)
 
 
-def _equations(spec: specs.Spec) -> str:
+def _equations(spec: families.Spec) -> str:
     """The literal block after the first ``::`` of the spec class's docstring."""
     doc = inspect.cleandoc(type(spec).__doc__ or "")
     if "::" not in doc:
@@ -65,7 +65,7 @@ def _equations(spec: specs.Spec) -> str:
 def cmd_variants(args: argparse.Namespace) -> int:
     if args.name:
         v = variants.lookup(args.name)
-        parts = specs.param_breakdown(v.spec, args.input, args.hidden)
+        parts = families.param_breakdown(v.spec, args.input, args.hidden)
         print(f"{v.name}: {v.description}\n  {v.spec}\n  {v.citation}\n")
         print(f"gates: {_gate_summary(v.spec)}\n")
         print(f"parameters at input {args.input}, hidden {args.hidden}:")
@@ -74,10 +74,10 @@ def cmd_variants(args: argparse.Namespace) -> int:
         print(f"  {'total':16s} {sum(parts.values()):>10,d}\n")
         print(f"equations ({type(v.spec).__name__}):\n{_equations(v.spec)}")
         return 0
-    reference = specs.param_count(variants.variant("vanilla"), args.input, args.hidden)
+    reference = families.param_count(variants.variant("vanilla"), args.input, args.hidden)
     rows = []
     for v in variants.VARIANTS.values():
-        count = specs.param_count(v.spec, args.input, args.hidden)
+        count = families.param_count(v.spec, args.input, args.hidden)
         rows.append([v.name, v.description, f"{count:,d}", f"{count / reference:.2f}", v.citation])
     print(
         _table(rows, ["variant", "what differs", "params", "vs vanilla", "citation"])

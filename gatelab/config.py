@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from gatelab import specs, tasks, variants
+from gatelab import families, tasks, variants
 
 __all__ = [
     "Config",
@@ -59,6 +59,9 @@ class ModelConfig:
     input_noise: float = 0.0  # std of Gaussian noise on real inputs while training (Greff)
     match_params: str = ""  # a variant name: solve `hidden` to match its parameter count
     unroll: int = 1  # time steps per scan iteration
+    # GatedRNN's backward pass: JAX's autodiff, or the hand-written one (weight gradients as
+    # large matmuls after the scan); autodiff measured faster on the CPU (GatedRNN's docstring)
+    backward: Literal["autodiff", "fused"] = "autodiff"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,7 +121,7 @@ class Config:
         return dataclasses.replace(self, **updates)
 
     @property
-    def spec(self) -> specs.Spec:
+    def spec(self) -> families.Spec:
         """The resolved spec: the variant's, with ``model.spec`` overrides applied."""
         return variants.variant(self.model.variant).replace(**self.model.spec)
 

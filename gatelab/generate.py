@@ -7,10 +7,10 @@ Or from Python::
     import gatelab
     text = gatelab.sample("runs/shakespeare/lstm/seed_0", "ROMEO:", length=400, seed=0)
 
-The prompt runs through the sequence layers once (``GatedRNN``); then generation is one compiled
-``lax.scan`` over the generated length, every step the cells of ``GatedCell`` (the same
-parameters: the two share their parameter names) and a draw from the softmax at the given
-temperature. The same seed gives the same text.
+The prompt runs through the model once, keeping every layer's final carry; then generation is
+one compiled ``lax.scan`` over the generated length, every step ``SequenceModel.step`` (the same
+layers and parameters) and a draw from the softmax at the given temperature. The same seed gives
+the same text.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from gatelab import train
-from gatelab.cells import GatedCell
-from gatelab.rnn import GatedRNN
+from gatelab import restore
+from gatelab.models import SequenceModel
 
 __all__ = ["sample"]
 
@@ -48,7 +47,7 @@ def sample(
         ValueError: for a run of another task, a bidirectional model, or characters outside
             the vocabulary.
     """
-    run = train.restore_run(train.resolve_run(directory))
+    run = restore.restore_run(restore.resolve_run(directory))
     if run.task.name != "shakespeare":
         raise ValueError(
             f"gatelab sample needs a shakespeare run (a character language model); "
@@ -73,20 +72,8 @@ def sample(
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _generate(model, params, ids, key, length: int, temperature: float) -> jax.Array:
     """Token ids of ``length`` characters after ``ids`` (1, p)."""
-    layers = [f"layer{k}" for k in range(model.layers)]
-    table = params["encoder"]["embedding"]
-    head = params["head"]
-
-    # The prompt: each layer over the whole sequence, keeping its final carry.
-    x = table[ids]
-    carries = []
-    for name in layers:
-        rnn = GatedRNN(model.hidden, model.spec)
-        carry, x = rnn.apply({"params": params[name]}, x)
-        carries.append(carry)
-    logits = x[:, -1] @ head["kernel"] + head["bias"][None, :]
-
-    cell = GatedCell(model.hidden, model.spec)
+    variables = {"params": params}
+    logits, carries = model.apply(variables, ids, return_carries=True)
 
     def step(state, key):
         carries, logits = state
@@ -95,12 +82,8 @@ def _generate(model, params, ids, key, length: int, temperature: float) -> jax.A
             if temperature == 0
             else jax.random.categorical(key, logits / temperature, axis=-1)
         )
-        x = table[token]
-        new_carries = []
-        for name, carry in zip(layers, carries, strict=True):
-            carry, x = cell.apply({"params": params[name]}, carry, x)
-            new_carries.append(carry)
-        return (new_carries, x @ head["kernel"] + head["bias"][None, :]), token[0]
+        carries, logits = model.apply(variables, carries, token, method=SequenceModel.step)
+        return (carries, logits), token[0]
 
-    _, tokens = jax.lax.scan(step, (carries, logits), jax.random.split(key, length))
+    _, tokens = jax.lax.scan(step, (carries, logits[:, -1]), jax.random.split(key, length))
     return tokens

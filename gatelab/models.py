@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gatelab import specs
+from gatelab import families
 from gatelab.config import Config
 from gatelab.rnn import GatedRNN
 from gatelab.tasks import Task
@@ -44,9 +44,10 @@ class SequenceModel(nn.Module):
         vocab_size: the embedding's vocabulary.
         embed: the encoder's width (0: ``hidden``).
         unroll: time steps per scan iteration.
+        backward: ``GatedRNN``'s backward pass, ``"autodiff"`` or ``"fused"``.
     """
 
-    spec: specs.Spec
+    spec: families.Spec
     hidden: int
     output_size: int
     layers: int = 1
@@ -57,17 +58,34 @@ class SequenceModel(nn.Module):
     vocab_size: int = 0
     embed: int = 0
     unroll: int = 1
+    backward: str = "autodiff"
 
     @nn.compact
     def __call__(
-        self, inputs: Array, lengths: Array | None = None, probes: dict | None = None
-    ) -> Array:
+        self,
+        inputs: Array,
+        lengths: Array | None = None,
+        probes: dict | None = None,
+        *,
+        carries: dict | None = None,
+        return_carries: bool = False,
+    ):
         """Maps inputs (b, t, d) floats or (b, t) token ids to (b, o) or (b, t, o) outputs.
 
-        ``probes`` maps layer names (``layer0``, ``layer0_reverse``, ...) to (b, t, H) arrays
-        added to that layer's hidden states (``GatedRNN``'s ``probe``).
+        Args:
+            inputs: (b, t, d) floats or (b, t) token ids.
+            lengths: optional (b,) valid steps per sequence.
+            probes: layer names (``layer0``, ``layer0_reverse``, ...) to (b, t, H) arrays added
+                to that layer's hidden states (``GatedRNN``'s ``probe``).
+            carries: layer names to the carries to start from (default zeros).
+            return_carries: also return every layer's final carry.
+
+        Returns:
+            The outputs, or ``(outputs, carries)`` with ``return_carries``.
         """
         probes = probes or {}
+        carries = carries or {}
+        final_carries = {}
         width = self.embed or self.hidden
         match self.encoder:
             case "embedding":
@@ -76,32 +94,36 @@ class SequenceModel(nn.Module):
                 x = nn.Dense(width, name="encoder")(inputs)
             case _:
                 x = inputs
-        finals = []
         for layer in range(self.layers):
-            rnn = GatedRNN(self.hidden, self.spec, unroll=self.unroll, name=f"layer{layer}")
-            carry, y = rnn(x, seq_lengths=lengths, probe=probes.get(f"layer{layer}"))
-            finals = [carry]
-            if self.bidirectional:
-                backward = GatedRNN(
+            names = [f"layer{layer}"] + ([f"layer{layer}_reverse"] if self.bidirectional else [])
+            finals, ys = [], []
+            for name in names:
+                rnn = GatedRNN(
                     self.hidden,
                     self.spec,
-                    reverse=True,
+                    reverse=name.endswith("_reverse"),
                     unroll=self.unroll,
-                    name=f"layer{layer}_reverse",
+                    backward=self.backward,
+                    name=name,
                 )
-                carry_b, y_b = backward(
-                    x, seq_lengths=lengths, probe=probes.get(f"layer{layer}_reverse")
+                carry, y = rnn(
+                    x,
+                    initial_carry=carries.get(name),
+                    seq_lengths=lengths,
+                    probe=probes.get(name),
                 )
-                y = jnp.concatenate([y, y_b], axis=-1)
-                finals.append(carry_b)
-            x = y
+                finals.append(carry)
+                final_carries[name] = carry
+                ys.append(y)
+            x = ys[0] if len(ys) == 1 else jnp.concatenate(ys, axis=-1)
         if self.per_step:
-            return nn.Dense(self.output_size, name="head")(x)
+            outputs = nn.Dense(self.output_size, name="head")(x)
+            return (outputs, final_carries) if return_carries else outputs
         match self.readout:
             case "last":
                 # The hidden state of each direction after its last valid step.
-                states = [c[1] if isinstance(c, tuple) else c for c in finals]
-                features = jnp.concatenate(states, axis=-1)
+                hidden = families.family(self.spec).hidden
+                features = jnp.concatenate([hidden(c) for c in finals], axis=-1)
             case "mean":
                 if lengths is None:
                     features = jnp.mean(x, axis=1)
@@ -113,7 +135,23 @@ class SequenceModel(nn.Module):
                 features = x.reshape(x.shape[0], -1)
             case _:
                 raise ValueError(f"readout={self.readout!r}; allowed: last, mean, flatten")
-        return nn.Dense(self.output_size, name="head")(features)
+        outputs = nn.Dense(self.output_size, name="head")(features)
+        return (outputs, final_carries) if return_carries else outputs
+
+    def step(self, carries: dict, inputs: Array) -> tuple[dict, Array]:
+        """One time step of a per-step model (a language model generating text).
+
+        Args:
+            carries: every layer's carry (``return_carries`` of a call on the prompt).
+            inputs: (b,) token ids or (b, d) features of the step.
+
+        Returns:
+            ``(carries, outputs)`` with ``outputs`` (b, o).
+        """
+        if self.bidirectional or not self.per_step:
+            raise ValueError("a step needs a unidirectional model with outputs at every step")
+        outputs, carries = self(inputs[:, None], carries=carries, return_carries=True)
+        return carries, outputs[:, 0]
 
 
 def _encoder(config: Config, task: Task) -> str:
@@ -145,11 +183,12 @@ def build_model(config: Config, task: Task, hidden: int | None = None) -> Sequen
         vocab_size=task.input_size if encoder == "embedding" else 0,
         embed=config.model.embed,
         unroll=config.model.unroll,
+        backward=config.model.backward,
     )
 
 
 def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> int:
-    """The model's parameter count in closed form (``specs.param_count`` per layer)."""
+    """The model's parameter count in closed form (``families.param_count`` per layer)."""
     directions = 2 if model.bidirectional else 1
     width = model.embed or model.hidden
     match model.encoder:
@@ -160,7 +199,7 @@ def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> in
         case _:
             total, features = 0, input_size
     for _ in range(model.layers):
-        total += directions * specs.param_count(model.spec, features, model.hidden)
+        total += directions * families.param_count(model.spec, features, model.hidden)
         features = directions * model.hidden
     if not model.per_step and model.readout == "flatten":
         features *= seq_len

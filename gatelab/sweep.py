@@ -35,7 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import records, specs
+from gatelab import families, records
 from gatelab.config import Config
 
 __all__ = [
@@ -576,7 +576,7 @@ def group_cost(group: Sequence[PlannedRun]) -> float:
     parameters (its input taken as wide as its state) x layers x directions."""
     config = group[0].config
     hidden, model = config.model.hidden, config.model
-    layer = specs.param_count(config.spec, hidden, hidden) * model.layers
+    layer = families.param_count(config.spec, hidden, hidden) * model.layers
     layer *= 2 if model.bidirectional else 1
     return len(group) * config.run.steps * config.run.batch_size * layer
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gatelab.specs import GRUSpec, LSTMSpec, MinSpec, Spec
+from gatelab.families import GRUSpec, LSTMSpec, MinSpec, Spec
 
 __all__ = ["Variant", "VARIANTS", "GREFF", "GATE_STUDY", "variant", "lookup"]
 

@@ -16,8 +16,8 @@ import pytest
 from reference import REFERENCES
 
 import gatelab as gl
+from gatelab.families import param_breakdown
 from gatelab.runtime import CHEAP_COMPILE
-from gatelab.specs import param_breakdown
 
 jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
 

@@ -1,8 +1,6 @@
-"""What the benchmark's results mean, and the Markdown that says it.
+"""What the results mean (flags, targets) and the Markdown report that says it.
 
-``check_peak`` flags every GFLOP/s figure above the measured matmul peak, ``targets`` measures
-the issue's targets, ``render`` writes the report (sections in the issue's order of reading: the
-peak first, since every other table refers to it).
+Every table is ``gatelab.report.tables.markdown``; ``num`` formats the numbers in them.
 """
 
 from __future__ import annotations
@@ -10,113 +8,115 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from experiments.bench.measure import fmt, markdown_table
-
-__all__ = ["check_peak", "targets", "allocator_ratio", "child_errors", "render"]
+from gatelab.report.tables import markdown
 
 BUSY_LOAD = 0.5  # a 1-minute load average above this at the start: someone else is working
-LARGE = 256  # hidden sizes from which the suite times fewer rounds (one step takes ~1 s)
 
-# The issue's figures from another machine (2-core x86-64 with AVX-512, about 450 GFLOP/s).
-REFERENCE = (
-    "Issue 6's figures on another machine (2-core x86-64 with AVX-512, ~450 GFLOP/s matmul), "
-    "lstm at hidden 128: PyTorch nn.LSTM eager 38 steps/s (glibc malloc) / 63 (tcmalloc); "
-    "Flax nn.RNN(OptimizedLSTMCell) jit 33 / 46."
-)
+
+def num(value: Any) -> str:
+    """A table cell: integers with thousands separators, floats to about three digits."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,d}"
+    if isinstance(value, float):
+        size = abs(value)
+        if size >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.0f}" if size >= 100 else f"{value:#.3g}" if size else "0"
+    return str(value)
+
+
+def _table(headers: list[str], rows: list[list[Any]], align: str) -> str:
+    return markdown([[num(v) for v in row] for row in rows], headers, align) + "\n\n"
 
 
 # ==================================================================================================
-# Checks and targets.
+# Flags and targets.
 # ==================================================================================================
 
 
-def _all_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """Every timed row with a GFLOP/s figure, with where it comes from."""
+def timed_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every timed row, with where it comes from."""
     sections = results["sections"]
     rows = [("throughput", r) for r in sections.get("throughput") or []]
     for lever, lever_rows in (sections.get("design") or {}).items():
         rows += [(f"design/{lever}", r) for r in lever_rows]
-    for child in sections.get("allocator") or []:
-        rows += [(f"allocator ({child['setting']})", r) for r in child["rows"]]
-    for child in sections.get("memory") or []:
-        rows += [(f"memory ({child['contender']})", r) for r in child["rows"]]
+    for kind, key in (("allocator", "setting"), ("memory", "contender")):
+        for child in sections.get(kind) or []:
+            rows += [(f"{kind} ({child[key]})", r) for r in child["rows"]]
     return rows
 
 
-def check_peak(results: dict[str, Any]) -> list[str]:
-    """Flags every GFLOP/s figure above the measured peak: a FLOP count or a timing is wrong."""
+def flags(results: dict[str, Any]) -> list[str]:
+    """Every GFLOP/s figure above the measured peak (a FLOP count or a timing is wrong) and every
+    child process that failed. Marks each timed row with its percentage of the peak."""
+    out = []
     peak = (results.get("peak") or {}).get("gflops")
-    flags = []
-    if not peak:
-        return flags
-    for where, row in _all_rows(results):
+    for where, row in timed_rows(results) if peak else []:
         row["percent_of_peak"] = 100 * row["gflops"] / peak
-        row["above_peak"] = row["gflops"] > peak or row["gflops_p90"] > peak
+        row["above_peak"] = max(row["gflops"], row["gflops_p90"]) > peak
         if row["above_peak"]:
-            flags.append(
-                f"{where}: {row['name']} at hidden {row['hidden']} reaches "
-                f"{row['gflops']:.1f} GFLOP/s (p90 {row['gflops_p90']:.1f}), above the peak of "
-                f"{peak:.1f}: a bug in its FLOP count or its timing"
+            out.append(
+                f"{where}: {row['name']} at hidden {row['hidden']} reaches {row['gflops']:.1f} "
+                f"GFLOP/s (p90 {row['gflops_p90']:.1f}), above the peak of {peak:.1f}"
             )
-    return flags
+    sections = results["sections"]
+    failed = [(f"allocator child ({c['setting']})", c) for c in sections.get("allocator") or []]
+    failed += [(f"memory child ({c['contender']})", c) for c in sections.get("memory") or []]
+    failed += [
+        (f"grid contender {name}", c)
+        for name, c in ((sections.get("grid") or {}).get("contenders") or {}).items()
+    ]
+    for where, child in failed:
+        if child.get("error") or child.get("returncode"):
+            last = (child.get("error") or "").strip().splitlines()[-1:] or [""]
+            out.append(f"{where} failed: {last[0]}")
+    return out
 
 
 def allocator_ratio(children: list[dict[str, Any]] | None) -> dict[str, float]:
     """Per contender, steps/s tuned over system: the median of each setting's child medians."""
-    out: dict[str, float] = {}
-    children = children or []
-    for name in ("lstm", "torch-lstm"):
-        rates = {
-            setting: [
-                row["steps_per_s"]["median"]
-                for child in children
-                if child["setting"] == setting
-                for row in child["rows"]
-                if row["name"] == name
-            ]
-            for setting in ("tuned", "system")
-        }
-        if rates["tuned"] and rates["system"]:
-            out[name] = statistics.median(rates["tuned"]) / statistics.median(rates["system"])
-    return out
+    rates: dict[tuple[str, str], list[float]] = {}
+    for child in children or []:
+        for row in child["rows"]:
+            key = (row["name"], child["setting"])
+            rates.setdefault(key, []).append(row["steps_per_s"]["median"])
+    return {
+        name: statistics.median(rates[name, "tuned"]) / statistics.median(rates[name, "system"])
+        for name in ("lstm", "torch-lstm")
+        if (name, "tuned") in rates and (name, "system") in rates
+    }
 
 
 def _median(rows: list[dict[str, Any]], name: str, hidden: int) -> float | None:
-    for row in rows:
-        if row["name"] == name and row["hidden"] == hidden:
-            return row["steps_per_s"]["median"]
-    return None
+    return next(
+        (r["steps_per_s"]["median"] for r in rows if (r["name"], r["hidden"]) == (name, hidden)),
+        None,
+    )
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets, measured."""
+    """Issue 6's targets, measured."""
     out = []
     rows = results["sections"].get("throughput") or []
-    if rows:
-        largest = max(r["hidden"] for r in rows)
-        vanilla = _median(rows, "vanilla", largest)
-        for name in ("NFG", "NIG"):
-            mine = _median(rows, name, largest)
-            if vanilla and mine:
-                out.append(
-                    {
-                        "target": f"{name} at least 1.2x faster than vanilla (hidden {largest})",
-                        "measured": f"{mine / vanilla:.2f}x",
-                        "met": mine / vanilla >= 1.2,
-                    }
-                )
+    largest = max((r["hidden"] for r in rows), default=None)
+    for name in ("NFG", "NIG"):
+        mine, vanilla = _median(rows, name, largest), _median(rows, "vanilla", largest)
+        if mine and vanilla:
+            target = f"{name} at least 1.2x faster than vanilla (hidden {largest})"
+            out.append({"target": target, "ratio": mine / vanilla, "met": mine / vanilla >= 1.2})
     grid = (results["sections"].get("grid") or {}).get("contenders", {})
-    sweep = grid.get("sweep", {})
-    if sweep.get("wall_s") and not sweep.get("returncode"):
-        for key, target, factor in (
-            ("loop", "the sweep at least 1.5x faster than the gatelab train loop", 1.5),
-            ("torch", "the sweep faster than PyTorch serial", 1.0),
-        ):
-            entry = grid.get(key, {})
-            other = None if entry.get("returncode") else entry.get("estimated_s")
-            if other:
-                ratio = other / sweep["wall_s"]
-                out.append({"target": target, "measured": f"{ratio:.2f}x", "met": ratio >= factor})
+    sweep = grid.get("sweep", {}).get("estimated_s")
+    for key, target, factor in (
+        ("loop", "the sweep at least 1.5x faster than the gatelab train loop", 1.5),
+        ("torch", "the sweep faster than PyTorch serial", 1.0),
+    ):
+        other = grid.get(key, {}).get("estimated_s")
+        if sweep and other:
+            out.append({"target": target, "ratio": other / sweep, "met": other / sweep >= factor})
     return out
 
 
@@ -125,358 +125,235 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 # ==================================================================================================
 
 
-def _range(rate: dict[str, float]) -> str:
-    return f"{fmt(rate['p10'])}–{fmt(rate['p90'])}"
-
-
-def _pct(row: dict[str, Any]) -> str:
-    value = row.get("percent_of_peak")
-    if value is None:
-        return ""
-    return f"{value:.1f}%" + (" ABOVE PEAK" if row.get("above_peak") else "")
-
-
-def _timed_table(rows: list[dict[str, Any]], first: str = "contender", ratio: bool = False) -> str:
-    headers = [first, "compile s", "steps/s", "p10–p90", "elements/s", "GFLOP/s", "% peak"]
-    headers += ["vs first"] if ratio else []
-    base = rows[0]["steps_per_s"]["median"]
-    body = []
-    for row in rows:
-        line = [
-            row["name"],
-            row["compile_s"],
-            row["steps_per_s"]["median"],
-            _range(row["steps_per_s"]),
-            row["elements_per_s"],
-            row["gflops"],
-            _pct(row),
-        ]
-        line += [f"{row['steps_per_s']['median'] / base:.2f}x"] if ratio else []
-        body.append(line)
-    table = markdown_table(headers, body)
-    done, planned = rows[0]["steps_per_s"]["n"], rows[0]["rounds_planned"]
-    if done < planned:
-        table += f"\n\n{done} of {planned} rounds: the rest did not fit the table's time budget."
-    return table
-
-
-def _grid_table(grid: dict[str, Any]) -> str:
-    c = grid["contenders"]
-    sweep_s = c["sweep"]["wall_s"] if "sweep" in c and not c["sweep"]["returncode"] else None
-    labels = {
-        "sweep": "gatelab sweep --workers 2",
-        "loop": "gatelab train, one process per run",
-        "torch": "PyTorch, one run after another",
-        "inprocess": "train_and_evaluate per run, one process",
-    }
-    rows = []
-    for key, label in labels.items():
-        if key not in c:
-            continue
-        entry = c[key]
-        estimate = entry.get("estimated_s")
-        rows.append(
-            [
-                label,
-                entry["runs_measured"],
-                entry["wall_s"],
-                estimate,
-                estimate / grid["runs"] if estimate else None,
-                f"{estimate / sweep_s:.2f}x" if estimate and sweep_s else "",
-                entry["peak_rss_mib"],
-                entry.get("test_accuracy"),
-                "failed" if entry.get("returncode") else "ok",
-            ]
-        )
-    headers = ["contender", "runs measured", "wall s measured", f"s for all {grid['runs']}"]
-    headers += ["s per run", "sweep's speed-up", "peak RSS MiB", "test acc.", "status"]
-    return markdown_table(headers, rows)
-
-
-def _by_hidden(rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
-    out: dict[int, list[dict[str, Any]]] = {}
-    for row in rows:
-        out.setdefault(row["hidden"], []).append(row)
+def _timed(rows: list[dict[str, Any]], first: str, ratio: bool = False) -> str:
+    """Timed rows, a table per hidden size; ``ratio``: steps/s over the table's first row's."""
+    out = ""
+    for hidden in sorted({r["hidden"] for r in rows}):
+        group = [r for r in rows if r["hidden"] == hidden]
+        body = []
+        for row in group:
+            rate, percent = row["steps_per_s"], row.get("percent_of_peak")
+            body.append(
+                [row["name"], row["compile_s"], rate["median"], _range(rate)]
+                + [row["elements_per_s"], row["gflops"]]
+                + ["" if percent is None else f"{percent:.1f}%" + " ABOVE PEAK" * row["above_peak"]]
+                + [f"{rate['median'] / group[0]['steps_per_s']['median']:.2f}x"] * ratio
+            )
+        headers = [first, "compile s", "steps/s", "p10–p90", "elements/s", "GFLOP/s", "% peak"]
+        out += f"hidden {hidden}:\n\n"
+        out += _table(headers + ["vs first"] * ratio, body, "lrrrrrr" + "r" * ratio)
+        done, planned = group[0]["steps_per_s"]["n"], group[0]["rounds_planned"]
+        if done < planned:
+            out += f"{done} of {planned} rounds: the rest did not fit the time budget.\n\n"
     return out
 
 
-def render(results: dict[str, Any]) -> str:
-    """The report: a header on the machine and the method, then each section that ran."""
-    parts = [
-        _header(results),
-        _flags(results),
-        _peak(results),
-        _throughput(results),
-        _design(results),
-        _grid(results),
-        _compile_and_memory(results),
-        _targets(results),
-        _errors(results),
-        _section_times(results),
-    ]
-    return "\n".join(part for part in parts if part)
-
-
-def _section_times(results: dict[str, Any]) -> str:
-    load = results["load_average"]
-    times = [
-        f"{name} {seconds:.0f} s" + (f" (1-minute load {load[name]:.1f})" if name in load else "")
-        for name, seconds in results["section_s"].items()
-    ]
-    return "Section times: " + ", ".join(times) + "\n"
+def _range(rate: dict[str, float]) -> str:
+    return f"{num(rate['p10'])}–{num(rate['p90'])}"
 
 
 def _header(results: dict[str, Any]) -> str:
     m, plan = results["machine"], results["plan"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
     threads = ", ".join(f"{k}={v}" for k, v in m["threads"].items())
-    git = m["git"]
-    busy = ""
+    out = (
+        f"# gatelab benchmark{' (quick form)' * results['quick']}\n\n"
+        f"`{results['command']}`: {results['elapsed_s']:.0f} s, {m['date']}\n\n"
+        f"- machine: {m['cpu']} ({', '.join(m['simd'])}), {m['cores']} cores "
+        f"({m['cores_usable']} usable), {m['memory_gib']} GiB; load average "
+        f"{m['load_average']} at the start, {results['load_average_end']} at the end\n"
+        f"- versions: Python {m['python']}, {versions}; git {m['git']} "
+        f"({m['git_changed_files']} files changed)\n"
+        f"- allocator: {m['allocator']}; threads: {threads}\n"
+        f"- problem: batch {plan['batch']}, {plan['steps']} steps, {plan['features']} inputs, "
+        f"float32, 1 layer, MSE on all outputs, Adam 1e-3; {plan['rounds']} rounds of blocks of "
+        f"~{plan['block_s']} s\n"
+        "- FLOPs: a multiply-add per parameter (gatelab.param_count) per sequence element, a "
+        "training step 3x the forward pass\n"
+        "- timing: blocked on results, warm-up excluded, compile time apart; the contenders of "
+        "a table in one process, round-robin, median and p10–p90 over rounds\n"
+    )
     if m["load_average"][0] > BUSY_LOAD:
-        busy = (
+        out += (
             f"\n**The machine was busy** (load average {m['load_average'][0]} at the start): "
             "every figure is lower than the machine's, PyTorch's by far the most.\n"
         )
-    return f"""# gatelab benchmark{" (quick form)" if results["quick"] else ""}
-
-`{results["command"]}` — {results["elapsed_s"]:.0f} s, {m["date"]}
-
-- machine: {m["cpu"]} ({", ".join(m["simd"])}), {m["cores"]} cores ({m["cores_usable"]} usable), \
-{m["memory_gib"]} GiB; load average {m["load_average"]} at the start, \
-{results["load_average_end"]} at the end
-- versions: Python {m["python"]}, {versions}; git {git["commit"]} \
-({git["changed_files"]} files changed)
-- allocator: {m["allocator"]}; threads: {threads}
-- problem: batch {plan["batch"]}, {plan["steps"]} steps, {plan["features"]} inputs, float32, \
-1 layer, MSE on all outputs, Adam 1e-3; {plan["rounds"]} rounds ({plan["rounds_large"]} at \
-hidden >= {LARGE}) of blocks of ~{plan["block_s"]} s
-- FLOPs are counted by hand: matmuls only, forward 2·b·t·(d·k + r·k) with k = live blocks × H \
-and r = H (H + G·H with full gate recurrence, 0 for the min family), a training step 3× the \
-forward (backward ~2× forward); elementwise work is not counted.
-- timing: blocked on results, warm-up excluded, compile apart; the contenders of a table in one \
-process, round-robin, median and p10–p90 over rounds.
-{busy}"""
+    return out
 
 
-def _flags(results: dict[str, Any]) -> str:
-    if not results["flags"]:
-        return ""
-    return "## Flags\n\n" + "".join(f"- **{flag}**\n" for flag in results["flags"])
-
-
-def _peak(results: dict[str, Any]) -> str:
-    peak = results.get("peak")
-    if not peak:
-        return ""
+def _peak(peak: dict[str, Any]) -> str:
     rows = [
-        [when, framework, measured[framework]["best_gflops"], measured[framework]["median_gflops"]]
+        [when, fw, measured[fw]["best"], measured[fw]["median"]]
         for when, measured in peak["measurements"].items()
-        for framework in ("jax", "torch")
+        for fw in ("jax", "torch")
     ]
     return (
-        "## 4. Matmul peak\n\n"
-        + markdown_table(["when", "framework", "best GFLOP/s", "median GFLOP/s"], rows)
-        + f"\n\nfloat32 {peak['size']}×{peak['size']} matmul, best and median of 5; the peak is "
-        f"the best of all: **{peak['gflops']:.1f} GFLOP/s**. Percentages below are of it.\n"
+        "## Matmul peak\n\n"
+        + _table(["when", "framework", "best GFLOP/s", "median GFLOP/s"], rows, "llrr")
+        + f"float32 {peak['size']}×{peak['size']}, best and median of 5; the peak is the best of "
+        f"all, **{peak['gflops']:.1f} GFLOP/s**, and percentages are of it."
     )
 
 
-def _throughput(results: dict[str, Any]) -> str:
-    rows = results["sections"].get("throughput")
-    if not rows:
-        return ""
-    out = "## 1. Training-step throughput\n\n"
-    for hidden, group in _by_hidden(rows).items():
-        out += f"### hidden {hidden}\n\n{_timed_table(group)}\n\n"
-    threads = results["machine"]["threads"].get("torch_intra_op")
-    return out + (
-        "`lstm:fused` is GatedRNN(backward='fused'), the hand-written backward pass; the rest of "
-        f"gatelab uses autodiff. PyTorch is eager with {threads} threads. {REFERENCE}\n"
-    )
-
-
-DESIGN_TITLES = {
-    "projection": "Input projection: inside the scan vs hoisted (a standalone LSTM)",
-    "gates": "One matmul for all gates (GatedRNN) vs one per gate (nn.RNN(GatedCell)), lstm",
-    "unroll": "GatedRNN(unroll=...), lstm",
-    "runs": "A group of 8 runs of lstm, each on its own batch: vmap vs lax.map vs 8 calls",
+DESIGN = {
+    "projection": "Input projection: inside the scan or hoisted (a plain LSTM)",
+    "gates": "Gate blocks: one matmul (GatedRNN) or one per gate (nn.RNN(GatedCell)), lstm",
+    "unroll": "Unrolling: GatedRNN(unroll=...), lstm",
+    "runs": "Group execution: 8 runs of lstm, each on its own batch, as vmap, lax.map or calls",
 }
 
 
-def _design(results: dict[str, Any]) -> str:
-    design = results["sections"].get("design")
-    allocator = results["sections"].get("allocator")
-    if not (design or allocator):
-        return ""
-    design = design or {}
-    out = "## 5. Design rows\n\n"
-    for lever, title in DESIGN_TITLES.items():
-        if design.get(lever):
-            out += f"### {title}\n\n"
-            for hidden, rows in _by_hidden(design[lever]).items():
-                out += f"hidden {hidden}:\n\n{_timed_table(rows, 'form', ratio=True)}\n\n"
-    throughput = results["sections"].get("throughput") or []
+def _design(sections: dict[str, Any], allocator_ratio: dict[str, float]) -> str:
+    out = "## Design rows\n\n"
+    for lever, title in DESIGN.items():
+        if (sections.get("design") or {}).get(lever):
+            out += f"### {title}\n\n" + _timed(sections["design"][lever], "form", True)
+    throughput = sections.get("throughput") or []
     backward = [
         [h, a, b, f"{b / a:.2f}x"]
         for h in sorted({r["hidden"] for r in throughput})
         if (a := _median(throughput, "lstm", h)) and (b := _median(throughput, "lstm:fused", h))
     ]
     if backward:
-        out += "### Backward pass: autodiff vs hand-written (lstm, from the throughput rows)\n\n"
+        out += "### Backward pass: autodiff or hand-written (lstm, the throughput rows)\n\n"
         headers = ["hidden", "autodiff steps/s", "fused steps/s", "fused vs autodiff"]
-        out += markdown_table(headers, backward) + "\n\n"
-    if allocator:
-        out += "### Allocator: glibc's default vs tuned (child processes, alternating)\n\n"
+        out += _table(headers, backward, "rrrr")
+    if sections.get("allocator"):
         rows = []
-        for child in allocator:
-            for row in child["rows"]:
-                rate = row["steps_per_s"]
+        for c in sections["allocator"]:
+            for r in c["rows"]:
+                rate = r["steps_per_s"]
                 rows.append(
-                    [child["setting"], row["name"], row["hidden"], row["compile_s"]]
-                    + [rate["median"], _range(rate), row["gflops"], _pct(row)]
-                    + [child["peak_rss_mib"]]
+                    [c["setting"], r["name"], rate["median"], _range(rate), c["peak_rss_mib"]]
                 )
-            if child.get("error"):
-                rows.append([child["setting"], "failed", "", "", "", child["error"], "", "", ""])
-        headers = ["allocator", "contender", "hidden", "compile s", "steps/s", "p10–p90"]
-        headers += ["GFLOP/s", "% peak", "peak RSS MiB"]
-        out += markdown_table(headers, rows) + "\n"
-        ratio = results.get("allocator_ratio")
-        if ratio:
-            out += "\nsteps/s tuned ÷ system (the median of each setting's children): "
-            out += ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()) + "\n"
+            if c.get("error"):
+                rows.append([c["setting"], "failed", None, c["error"].splitlines()[-1], None])
+        headers = ["allocator", "contender", "steps/s", "p10–p90", "peak RSS MiB"]
+        out += (
+            f"### Allocator: glibc's default or tuned (child processes, hidden {c['hidden']})\n\n"
+        )
+        out += _table(headers, rows, "llrrr") + "steps/s tuned ÷ system (medians): "
+        out += ", ".join(f"{k} {v:.2f}x" for k, v in allocator_ratio.items()) or "n/a"
     return out
 
 
-def _grid(results: dict[str, Any]) -> str:
-    grid = results["sections"].get("grid")
-    if not grid:
-        return ""
-    measured = grid["measured_by_serial_contenders"]
-    sample = ""
-    if len(measured) < grid["runs"]:
-        sample = (
-            f"The three serial contenders ran {len(measured)} of the {grid['runs']} runs "
-            f"({', '.join(measured)}) and their time for the grid is estimated: a run not "
-            "measured counts at its variant's second seed where measured, else at the mean of "
-            "the measured first seeds (cold cache) or later seeds (warm). The sample leaves out "
-            "FGR, the costliest variant, so the estimate errs towards a faster loop "
-            "(`--grid-full` measures every run). "
+GRID = {
+    "sweep": "gatelab sweep --workers 2",
+    "loop": "gatelab train, one process per run",
+    "torch": "PyTorch, one run after another",
+    "inprocess": "train_and_evaluate per run, one process",
+}
+
+
+def _grid(grid: dict[str, Any]) -> str:
+    c, n = grid["contenders"], grid["runs"]
+    sweep_s = c["sweep"]["estimated_s"]
+    rows = []
+    for key, label in GRID.items():
+        estimate = c[key]["estimated_s"]
+        rows.append(
+            [label, c[key]["runs_measured"], c[key]["wall_s"], estimate]
+            + [estimate / n if estimate else None]
+            + [f"{estimate / sweep_s:.2f}x" if estimate and sweep_s else ""]
+            + [c[key]["peak_rss_mib"], c[key]["test_accuracy"]]
+            + ["failed" if c[key]["error"] else "ok"]
         )
-    out = "## 2. A whole grid\n\n" + _grid_table(grid) + "\n\n"
+    headers = ["contender", "runs measured", "wall s", f"s for all {n}", "s per run"]
+    headers += ["sweep's speed-up", "peak RSS MiB", "test acc.", "status"]
+    out = "## A whole grid\n\n" + _table(headers, rows, "lrrrrrrrl")
     out += (
-        f"{', '.join(grid['variants'])} × {len(grid['seeds'])} seed(s) on MNIST-1D: hidden "
-        f"{grid['hidden']}, {grid['steps']} steps of batch {grid['batch']}, one evaluation and "
-        "one checkpoint at the end, W&B off (`experiments/bench/grid_config.py`); the "
-        "contenders ran in the order of the table. Wall times include process start-up. Every "
-        "gatelab contender starts with an empty JAX compilation cache of its own (on, as for a "
-        "researcher: a variant's later seeds reuse its first seed's program). "
-        f"{sample}PyTorch has no Greff variants: all its runs are nn.LSTM with PyTorch's "
-        "initialisation (hence its different accuracy).\n"
+        f"{', '.join(grid['variants'])} × {len(grid['seeds'])} seed(s) on MNIST-1D, hidden "
+        f"{grid['hidden']}, {grid['steps']} steps of batch {grid['batch']} (`{grid['config']}`), "
+        "the contenders in the table's order. Wall times include process start-up; every gatelab "
+        "contender starts with an empty JAX compilation cache of its own (a variant's later "
+        "seeds reuse its first seed's program). "
     )
-    for key, entry in grid["contenders"].items():
-        if entry.get("error"):
-            out += f"\n{key} failed:\n\n```\n{entry['error']}\n```\n"
+    if len(grid["sampled"]) < n:
+        out += (
+            f"The serial contenders ran {', '.join(grid['sampled'])}; their time for all {n} "
+            "runs is estimated: a run not measured counts at its variant's second seed where "
+            "measured, else at the mean of the measured first seeds (cold cache) or later seeds "
+            "(warm). The sample leaves out FGR, the costliest variant. "
+        )
+    out += "PyTorch's runs are all nn.LSTM (it has no Greff variants), with its initialisation."
+    for key, entry in c.items():
+        if entry["error"]:
+            out += f"\n\n{key} failed:\n\n```\n{entry['error']}\n```"
     return out
 
 
 def _compile_and_memory(results: dict[str, Any]) -> str:
     sections = results["sections"]
-    grid, memory, allocator = (
-        sections.get("grid"),
-        sections.get("memory"),
-        sections.get("allocator"),
-    )
-    if not (grid or memory or allocator or sections.get("design")):
-        return ""
-    out = "## 3. Compile time and memory\n\n"
-    contenders = (grid or {}).get("contenders", {})
-    groups = contenders.get("sweep", {}).get("groups", {})
-    if groups:
-        out += "### Compile time per sweep group (time/compile_s of the runs' summary.json)\n\n"
+    grid = (sections.get("grid") or {}).get("contenders", {})
+    out = "## Compile time and memory\n\n"
+    if grid:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for run in grid["sweep"]["per_run"]:
+            groups.setdefault(run["run"].split("/")[0], []).append(run)
         rows = [
-            [name, g.get("variant"), g["runs"], g.get("compile_s"), g.get("train_s")]
-            + [g.get("steps_per_s")]
-            for name, g in groups.items()
+            [variant, len(runs), runs[0]["time/compile_s"], runs[0]["time/train_s"]]
+            for variant, runs in groups.items()
         ]
-        headers = ["group", "variant", "runs", "compile s", "train s", "group steps/s"]
-        out += markdown_table(headers, rows) + "\n\n"
-    for key, label in (("loop", "gatelab train loop"), ("inprocess", "in one process")):
-        per_run = contenders.get(key, {}).get("per_run", [])
-        if per_run:
-            loop = key == "loop"
-            out += f"### Compile time per run, {label}\n\n"
-            rows = [
-                [r["run"], r.get("compile_s"), r.get("train_s"), r["wall_s"]]
-                + ([r["peak_rss_mib"]] if loop else [])
-                for r in per_run
-            ]
-            headers = ["run", "compile s", "train s", "wall s"] + (["peak RSS MiB"] if loop else [])
-            out += markdown_table(headers, rows) + "\n\n"
-
-    rows = [["this process (the suite; throughput and design run here)", None]]
-    rows[0] += [results["self_peak_rss_mib"], None]
-    base = next((c["peak_rss_mib"] for c in memory or [] if c["contender"] == "none"), None)
-    hidden = results["plan"]["memory_hidden"]
-    for child in memory or []:
-        name = child["contender"]
-        rate = child["rows"][0]["steps_per_s"]["median"] if child["rows"] else None
-        label = f"child: {name} at hidden {hidden}" + (" (imports only)" if name == "none" else "")
-        above = child["peak_rss_mib"] - base if base is not None else None
-        rows.append([label, rate, child["peak_rss_mib"], above])
-    for child in allocator or []:
-        label = f"child: allocator {child['setting']} (lstm, torch-lstm)"
-        rows.append([label, None, child["peak_rss_mib"], None])
-    for key, label in (
-        ("sweep", "gatelab sweep (its workers included)"),
-        ("torch", "PyTorch serial"),
-        ("inprocess", "gatelab in one process"),
-    ):
-        if key in contenders:
-            rows.append([f"grid: {label}", None, contenders[key]["peak_rss_mib"], None])
-    if "loop" in contenders:
-        loop = contenders["loop"]
-        for stat in ("median", "peak"):
-            label = f"grid: gatelab train processes, {stat} of {loop['processes']}"
-            rows.append([label, None, loop[f"{stat}_rss_mib"], None])
+        out += "### Compile time per sweep group (time/compile_s of the runs' summaries)\n\n"
+        out += _table(["variant", "runs", "compile s", "train s"], rows, "lrrr")
+        loop = {r["run"]: r for r in grid["loop"]["per_run"]}
+        one = {r["run"]: r for r in grid["inprocess"]["per_run"]}
+        rows = [
+            [run, r.get("time/compile_s"), r.get("wall_s"), r.get("peak_rss_mib")]
+            + [one.get(run, {}).get("time/compile_s"), one.get(run, {}).get("wall_s")]
+            for run, r in loop.items()
+        ]
+        headers = ["run", "loop: compile s", "wall s", "peak RSS MiB", "one process: compile s"]
+        out += "### Compile time per run: the gatelab train loop and one process\n\n"
+        out += _table([*headers, "wall s"], rows, "lrrrrr")
+    memory = sections.get("memory") or []
+    base = next((c["peak_rss_mib"] for c in memory if c["contender"] == "none"), None)
+    rows = [["this process (throughput and design)", None, results["self_rss_mib"], None]]
+    for c in memory:
+        rate = c["rows"][0]["steps_per_s"]["median"] if c["rows"] else None
+        above = None if base is None else c["peak_rss_mib"] - base
+        label = f"{c['contender']} at hidden {c['hidden']}" + " (imports only)" * (
+            c["contender"] == "none"
+        )
+        rows.append([f"child: {label}", rate, c["peak_rss_mib"], above])
     out += "### Peak RSS per process (ru_maxrss, each process on its own)\n\n"
-    out += markdown_table(["process", "steps/s", "peak RSS MiB", "above imports-only"], rows)
-    out += (
-        "\nEvery child loads JAX, Flax and PyTorch (the contenders' module imports them), so its "
-        "own cost is the column above the imports-only child.\n"
-    )
-    return out + "\n"
-
-
-def _targets(results: dict[str, Any]) -> str:
-    if not results["targets"]:
-        return ""
-    rows = [[t["target"], t["measured"], t["met"]] for t in results["targets"]]
-    return "## Targets\n\n" + markdown_table(["target", "measured", "met"], rows) + "\n"
-
-
-def _errors(results: dict[str, Any]) -> str:
-    if not results["errors"]:
-        return ""
-    return "## Errors\n\n" + "".join(
-        f"{section}:\n\n```\n{error}\n```\n\n" for section, error in results["errors"].items()
+    out += _table(["process", "steps/s", "peak RSS MiB", "above imports-only"], rows, "lrrr")
+    return out + (
+        "Every child of the suite imports JAX, Flax and PyTorch, so a contender's own memory is "
+        "the column above the imports-only child. The grid's processes are in its table (the "
+        "sweep's with its workers, the loop's at its largest)."
     )
 
 
-def child_errors(results: dict[str, Any]) -> list[tuple[str, str]]:
-    """Child processes that failed, with the end of what they said."""
-    out = []
+def render(results: dict[str, Any]) -> str:
+    """The report: the machine and the method, then each section that ran."""
     sections = results["sections"]
-    for child in sections.get("allocator") or []:
-        if child.get("returncode") or child.get("error"):
-            out.append((f"allocator child ({child['setting']})", child.get("error", "")))
-    for child in sections.get("memory") or []:
-        if child.get("returncode") or child.get("error"):
-            out.append((f"memory child ({child['contender']})", child.get("error", "")))
-    for key, entry in ((sections.get("grid") or {}).get("contenders") or {}).items():
-        if entry.get("returncode"):
-            error = entry.get("error") or next(
-                (r.get("error", "") for r in entry.get("per_run", []) if r.get("error")), ""
-            )
-            out.append((f"grid contender {key}", error))
-    return out
+    parts = [_header(results)]
+    if results["flags"]:
+        parts.append("## Flags\n\n" + "".join(f"- **{f}**\n" for f in results["flags"]))
+    if results.get("peak"):
+        parts.append(_peak(results["peak"]))
+    if sections.get("throughput"):
+        parts.append(
+            "## Training-step throughput\n\n"
+            + _timed(sections["throughput"], "contender")
+            + "`lstm:fused` is GatedRNN(backward='fused'), the hand-written backward pass; the "
+            "rest of gatelab differentiates with autodiff. PyTorch is eager, with "
+            f"{results['machine']['threads'].get('torch')} threads."
+        )
+    if sections.get("design") or sections.get("allocator"):
+        parts.append(_design(sections, results["allocator_ratio"]))
+    if sections.get("grid"):
+        parts.append(_grid(sections["grid"]))
+    if sections.get("grid") or sections.get("memory"):
+        parts.append(_compile_and_memory(results))
+    if results["targets"]:
+        rows = [[t["target"], f"{t['ratio']:.2f}x", t["met"]] for t in results["targets"]]
+        parts.append("## Targets\n\n" + _table(["target", "measured", "met"], rows, "lrl"))
+    parts += [f"## Error in {name}\n\n```\n{e}\n```" for name, e in results["errors"].items()]
+    times = ", ".join(
+        f"{name} {s:.0f} s (1-minute load {results['load_average'][name]:.1f})"
+        for name, s in results["section_s"].items()
+    )
+    parts.append(f"Section times: {times}.")
+    return "\n\n".join(part.strip("\n") for part in parts) + "\n"

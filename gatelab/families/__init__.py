@@ -1,0 +1,88 @@
+"""The cell families, one module each, and the registry keyed by spec type.
+
+    lstm.py      LSTMSpec: Greff et al.'s LSTM, its variants, JANET
+    gru.py       GRUSpec: the GRU in both reset placements, MGU, UGRNN
+    minimal.py   MinSpec: minGRU and minLSTM (a linear recurrence)
+
+Adding a family is one new module that exports a ``Family`` (see ``base.Family`` and
+docs/design.md, "Adding a family") plus its entry in ``_MODULES`` below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import jax.numpy as jnp
+
+from gatelab.families import gru, lstm, minimal
+from gatelab.families.base import Family, Parts, default_kernel_init, default_recurrent_init
+from gatelab.families.gru import GRUSpec
+from gatelab.families.lstm import LSTMSpec
+from gatelab.families.minimal import MinSpec
+from gatelab.specs import SpecBase
+
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "GRUSpec",
+    "LSTMSpec",
+    "MinSpec",
+    "Spec",
+    "declare_params",
+    "family",
+    "param_breakdown",
+    "param_count",
+]
+
+Spec: TypeAlias = SpecBase  # any family's spec
+
+_MODULES = (lstm, gru, minimal)
+FAMILIES: dict[type, Family] = {module.FAMILY.spec: module.FAMILY for module in _MODULES}
+
+
+def family(spec: Spec) -> Family:
+    """The family of ``spec`` (by its type)."""
+    try:
+        return FAMILIES[type(spec)]
+    except KeyError:
+        known = ", ".join(cls.__name__ for cls in FAMILIES)
+        raise TypeError(f"not a spec: {spec!r}; the spec types are {known}") from None
+
+
+def param_breakdown(spec: Spec, input_size: int, features: int) -> dict[str, int]:
+    """Parameters of one cell, per part, in closed form (``D = input_size``, ``H = features``).
+
+    - LSTM: every learned gate and the candidate own ``D*H + H*H + H`` (``kernel_x``,
+      ``kernel_h``, ``bias``), a learned gate ``+ H`` with peepholes, and FGR adds ``(G*H)**2``
+      for the ``G`` learned gates.
+    - GRU: the same per learned gate and for the candidate, ``+ H`` for the candidate's recurrent
+      bias where ``reset_after`` and the reset gate is not open.
+    - Min family: every learned gate and the candidate own ``D*H + H`` (no recurrent kernels).
+
+    Returns:
+        ``{part: count}`` for the parts that exist (removed and tied gates are absent).
+    """
+    return family(spec).breakdown(spec, input_size, features)
+
+
+def param_count(spec: Spec, input_size: int, features: int) -> int:
+    """Total parameters of one cell (see ``param_breakdown``)."""
+    return sum(param_breakdown(spec, input_size, features).values())
+
+
+def declare_params(
+    module: Any,
+    spec: Spec,
+    input_size: int,
+    features: int,
+    kernel_init=default_kernel_init,
+    recurrent_kernel_init=default_recurrent_init,
+    param_dtype: Any = jnp.float32,
+) -> dict:
+    """Creates (or reads) the parameters of ``spec`` inside ``module``'s compact call.
+
+    Returns:
+        ``{part: {name: array}}`` for the parts that exist.
+    """
+    parts = Parts(module, input_size, features, kernel_init, recurrent_kernel_init, param_dtype)
+    return family(spec).declare(spec, parts)
