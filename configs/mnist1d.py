@@ -10,7 +10,7 @@ logistic regression 32%.
 """
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
-from gatelab.sweep import Sweep, grid
+from gatelab.study import Sweep, grid
 from gatelab.variants import GATE_STUDY
 
 STUDY = list(GATE_STUDY)  # Greff et al.'s nine, then lstm, gru and mgu

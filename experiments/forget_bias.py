@@ -13,7 +13,7 @@ with `lstm` (forget bias 1). Time here (2-core CPU): about 12 minutes with 2 wor
 """
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
-from gatelab.sweep import Sweep
+from gatelab.study import Sweep
 
 SEEDS = (0, 1, 2, 3, 4)
 

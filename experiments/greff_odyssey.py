@@ -20,7 +20,7 @@ trials, the paper's 200 per variant) about 4 hours.
 """
 
 from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
-from gatelab.sweep import Sweep, log_buckets, log_uniform, one_minus_log_uniform, random, uniform
+from gatelab.study import Sweep, log_buckets, log_uniform, one_minus_log_uniform, random, uniform
 from gatelab.variants import GREFF as VARIANTS
 
 

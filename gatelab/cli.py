@@ -129,7 +129,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.wandb_sweep is not None:
         import yaml
 
-        spec = sweep.wandb_sweep_config(args.config, args.overrides, args.stage)
+        from gatelab.wandb_sweep import wandb_sweep_config
+
+        spec = wandb_sweep_config(args.config, args.overrides)
         out = Path(args.wandb_sweep or directory / "wandb_sweep.yaml")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -35,8 +35,13 @@ __all__ = [
     "from_dict",
     "load",
     "load_module",
+    "load_study",
+    "PER_RUN_VALUES",
+    "run_values",
+    "static_key",
     "to_dict",
     "validate",
+    "variant_label",
 ]
 
 
@@ -175,16 +180,71 @@ def split_target(target: str) -> tuple[str, str | None]:
     return path, (arg or None)
 
 
-def load(target: str, overrides: list[str] = ()) -> Config:
-    """Loads ``path[:arg]``, applies ``KEY=VALUE`` overrides and validates the result."""
+def _call(module: types.ModuleType, path: str, name: str, arg: str | None) -> Any:
+    """``module.name(arg)`` (or ``module.name()`` without an argument)."""
+    if not hasattr(module, name):
+        raise ConfigError(
+            f"{path} has no {name}()" + ("; a study needs one" if name == "sweep" else "")
+        )
+    return getattr(module, name)(arg) if arg is not None else getattr(module, name)()
+
+
+def _load(target: str, overrides) -> tuple[Config, types.ModuleType, str, str | None]:
     path, arg = split_target(target)
     module = load_module(path)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"{path} has no get_config()")
-    config = module.get_config(arg) if arg is not None else module.get_config()
-    config = apply_overrides(config, overrides)
+    config = apply_overrides(_call(module, path, "get_config", arg), list(overrides))
     validate(config)
-    return config
+    return config, module, path, arg
+
+
+def load(target: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Loads ``path[:arg]``, applies ``KEY=VALUE`` overrides and validates the result."""
+    return _load(target, overrides)[0]
+
+
+def load_study(target: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Config, Any]:
+    """The base config of ``path[:arg]`` (as ``load`` gives it) and what its ``sweep(arg)``
+    returns (a ``gatelab.study.Sweep``, or a list of override dicts)."""
+    config, module, path, arg = _load(target, overrides)
+    return config, _call(module, path, "sweep", arg)
+
+
+# --------------------------------------------------------------------------------------------------
+# What the runs of one compiled program share.
+# --------------------------------------------------------------------------------------------------
+
+# Config values that may differ between the runs of one compiled program, by their name in the
+# run's state and summary (``hparams/<name>``).
+PER_RUN_VALUES: dict[str, tuple[str, str]] = {
+    "lr": ("optim", "lr"),
+    "weight_decay": ("optim", "weight_decay"),
+    "momentum": ("optim", "momentum"),
+    "clip": ("optim", "clip"),
+    "input_noise": ("model", "input_noise"),
+}
+
+
+def run_values(config: Config) -> dict[str, float]:
+    """The per-run values of ``config`` (``PER_RUN_VALUES``)."""
+    return {name: getattr(getattr(config, s), k) for name, (s, k) in PER_RUN_VALUES.items()}
+
+
+def static_key(config: Config) -> str:
+    """What must be equal for runs to share one compiled program (seed and values excluded)."""
+    data = to_dict(config)
+    data["run"].pop("seeds")
+    data.pop("wandb")
+    for section, key in PER_RUN_VALUES.values():
+        data[section].pop(key)
+    data["model"]["noisy"] = config.model.input_noise > 0  # noise on or off changes the program
+    return json.dumps(data, sort_keys=True)
+
+
+def variant_label(config: Config) -> str:
+    """What a report calls the run's cell: the variant, with any spec overrides in brackets
+    (``lstm[forget_bias=0.0]``), so that studies of one variant's settings stay apart."""
+    overrides = ", ".join(f"{k}={v}" for k, v in sorted(config.model.spec.items()))
+    return f"{config.model.variant}[{overrides}]" if overrides else config.model.variant
 
 
 # --------------------------------------------------------------------------------------------------

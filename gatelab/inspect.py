@@ -7,9 +7,10 @@ For one run, ``WORKDIR/inspect/`` receives: ``example<k>.pdf/.png`` (heatmaps, t
 every gate, the cell state and the hidden state of each layer; a removed gate is drawn as the
 constant 1 it is and labelled removed), ``histograms.pdf/.png`` (every gate's activation over the
 whole split), ``gradient_flow.pdf/.png`` (the norm of the loss gradient with respect to the
-hidden state at each step: how far back the training signal reaches), ``gates.md`` (mean,
-saturation below 0.1 and above 0.9, and the forget gate's characteristic memory time
-``1 / (1 - f)``, Tallec & Ollivier 2018), and ``gates.npz`` (the captured arrays).
+hidden state at each step: how far back the training signal reaches), ``gates.md`` (the
+statistics of ``gatelab.gates``: mean, saturation below 0.1 and above 0.9, and the forget gate's
+characteristic memory time ``1 / (1 - f)``, Tallec & Ollivier 2018), and ``gates.npz`` (the
+captured arrays).
 """
 
 from __future__ import annotations
@@ -22,21 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from gatelab import records, tasks, train
+from gatelab import gates, records, restore, tasks
 from gatelab.report import figures as figure_style
 
 __all__ = ["inspect_run", "inspect_compare", "capture", "capturer", "gradient_flow"]
-
-# The gate whose value is the fraction of the state kept, per family: its memory time is
-# 1 / (1 - kept). For the GRU family the kept fraction is 1 - update.
-_KEPT = {"forget": lambda v: v, "update": lambda v: 1.0 - v}
 
 
 def _batch(data: dict[str, np.ndarray], begin: int, end: int) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v[begin:end]) for k, v in data.items()}
 
 
-def capturer(run: train.RestoredRun):
+def capturer(run: restore.RestoredRun):
     """``run``'s model with gate capture, jitted: build it once and call it on every batch."""
     return jax.jit(
         lambda p, x, lengths: run.model.apply(
@@ -45,7 +42,7 @@ def capturer(run: train.RestoredRun):
     )
 
 
-def capture(run: train.RestoredRun, batch: dict[str, jax.Array], apply=None):
+def capture(run: restore.RestoredRun, batch: dict[str, jax.Array], apply=None):
     """The gates, cell and hidden states of every layer on ``batch``, with the best parameters.
 
     ``apply`` is ``capturer(run)``, when already built.
@@ -69,7 +66,7 @@ def capture(run: train.RestoredRun, batch: dict[str, jax.Array], apply=None):
     return layers
 
 
-def gradient_flow(run: train.RestoredRun, batch: dict[str, jax.Array]) -> dict[str, np.ndarray]:
+def gradient_flow(run: restore.RestoredRun, batch: dict[str, jax.Array]) -> dict[str, np.ndarray]:
     """Per layer, the mean over examples of ``|| dL / dh_t ||`` at every step t (shape (t,)).
 
     The loss is the task's own on ``batch``; the gradient is taken through a zero probe added
@@ -91,22 +88,28 @@ def gradient_flow(run: train.RestoredRun, batch: dict[str, jax.Array]) -> dict[s
     return {name: np.asarray(jnp.linalg.norm(g, axis=-1).mean(axis=0)) for name, g in grads.items()}
 
 
-def _removed(run: train.RestoredRun) -> list[str]:
+def _removed(run: restore.RestoredRun) -> list[str]:
     return [gate for gate in run.model.spec.gates if getattr(run.model.spec, gate) == "open"]
 
 
-def _statistics(entries: np.ndarray, gate: str) -> dict[str, float]:
-    """Mean, saturation and (for the kept fraction) memory time of a gate's valid entries."""
-    stats = {
-        "mean": float(entries.mean()),
-        "low": float((entries < 0.1).mean()),
-        "high": float((entries > 0.9).mean()),
+def _sums(captured: dict[str, dict[str, np.ndarray]], valid, real: int) -> dict[str, list]:
+    """``gates.example_sums`` of the captured gates (not the states) of the first ``real``
+    examples."""
+    values = {
+        layer: {n: jnp.asarray(v) for n, v in named.items() if n not in ("cell", "hidden")}
+        for layer, named in captured.items()
     }
-    if gate in _KEPT:
-        kept = np.clip(_KEPT[gate](entries.astype(np.float64)), 0.0, 1.0 - 1e-6)
-        stats["memory_median"] = float(np.median(1.0 / (1.0 - kept)))
-        stats["memory_of_mean"] = float(1.0 / (1.0 - min(kept.mean(), 1.0 - 1e-6)))
-    return stats
+    return {
+        name: [np.asarray(part)[:real] for part in parts]
+        for name, parts in gates.example_sums(values, valid).items()
+    }
+
+
+def _statistics(sums: list[np.ndarray], entries: np.ndarray, gate: str) -> dict[str, float]:
+    """``gates.statistics`` of one gate's per-example totals, and ``gates.memory`` of its
+    valid ``entries``."""
+    stats = gates.statistics({gate: sums})
+    return {**{k.split("/")[-1]: v for k, v in stats.items()}, **gates.memory(gate, entries)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,8 +125,8 @@ def inspect_run(
     Returns:
         The output directory (``<run>/inspect`` by default).
     """
-    run_dir = train.resolve_run(directory)
-    run = train.restore_run(run_dir)
+    run_dir = restore.resolve_run(directory)
+    run = restore.restore_run(run_dir)
     out = Path(out or run_dir / "inspect")
     out.mkdir(parents=True, exist_ok=True)
     data = run.task.eval_set(split)
@@ -137,11 +140,12 @@ def inspect_run(
     apply = capturer(run)
     step = max(min(run.config.run.eval_batch_size, size), count)
     pooled: dict[tuple[str, str], list[np.ndarray]] = {}
+    totals: dict[str, list[list[np.ndarray]]] = {}
     layers: dict[str, dict[str, np.ndarray]] = {}
     for begin in range(0, size, step):
         real = min(step, size - begin)
         batch = {
-            k: jnp.asarray(train.pad_examples(v[begin : begin + real], step))
+            k: jnp.asarray(tasks.pad_examples(v[begin : begin + real], step))
             for k, v in data.items()
         }
         captured = capture(run, batch, apply)
@@ -151,6 +155,8 @@ def inspect_run(
                 for layer, values in captured.items()
             }
         steps = tasks.masked_steps(batch, batch["inputs"].shape[1])
+        for name, parts in _sums(captured, steps, real).items():
+            totals.setdefault(name, []).append(parts)
         valid = np.ones(batch["inputs"].shape[:2], bool) if steps is None else np.asarray(steps) > 0
         for layer, values in captured.items():
             for name, value in values.items():
@@ -180,7 +186,11 @@ def inspect_run(
         "removed": removed,
         "layers": {
             layer: {
-                gate: _statistics(np.concatenate(chunks), gate)
+                gate: _statistics(
+                    [np.concatenate(part) for part in zip(*totals[f"{layer}/{gate}"], strict=True)],
+                    np.concatenate(chunks),
+                    gate,
+                )
                 for (lay, gate), chunks in pooled.items()
                 if lay == layer
             }
@@ -211,8 +221,8 @@ def _gates_markdown(summary: dict) -> str:
         )
     lines += ["", "| layer | gate | mean | low | high | memory (median) | memory (at mean) |"]
     lines.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for layer, gates in summary["layers"].items():
-        for gate, s in gates.items():
+    for layer, named in summary["layers"].items():
+        for gate, s in named.items():
             memory = (
                 (f"{s['memory_median']:.1f}", f"{s['memory_of_mean']:.1f}")
                 if "memory_median" in s
@@ -335,7 +345,7 @@ def inspect_compare(
     chosen = _one_run_per_variant(directory)
     panels, flows, rows, task_name = [], {}, [], None
     for variant, run_dir in chosen.items():
-        run = train.restore_run(run_dir)
+        run = restore.restore_run(run_dir)
         if task_name not in (None, run.task.name):
             raise ValueError(f"{directory} mixes tasks ({task_name}, {run.task.name})")
         task_name = run.task.name
@@ -353,11 +363,10 @@ def inspect_compare(
             state, value = getattr(spec, gate), layers[first][gate][0, :length]
         panels.append((variant, state, value))
         flows[variant] = gradient_flow(run, _batch(data, 0, min(64, len(data["targets"]))))[first]
-        stats = (
-            _statistics(value.ravel(), gate)
-            if value is not None and state != "removed: constant 1"
-            else None
-        )
+        stats = None
+        if value is not None and state != "removed: constant 1":
+            sums = _sums({first: {gate: value[None]}}, None, 1)[f"{first}/{gate}"]
+            stats = _statistics(sums, value.ravel(), gate)
         rows.append((variant, state, stats, str(run_dir)))
     _draw_compare(panels, flows, gate, out)
     lines = [

@@ -1,39 +1,74 @@
-"""The local run record (the source of truth) and its W&B mirror (DESIGN.md, "The record").
+"""The record: a run's files and their schema, the directory layout, the W&B mirror.
 
-A run's workdir holds::
+The local record is the source of truth (docs/design.md, "The record"). Every directory of runs,
+a ``gatelab train`` workdir as much as a sweep, has one layout::
 
-    config.json      {"config": the run's config, "resolved": spec/hidden/params,
-                      "code_version", "wandb_id"}; written once, and a later start with a
-                      different config is refused
-    metrics.jsonl    one JSON object per logged step, appended and flushed per chunk
-    summary.json     flat keys with slashes, replaced atomically (write + rename)
-    wandb/           the W&B run's files (offline by default)
+    DIR/sweep.json              the runs, their overrides, seeds, groups and statuses (the index)
+    DIR/<run>/config.json       {"config", "resolved", "code_version", "wandb_id"}; written once,
+                                and a later start with a different config is refused
+    DIR/<run>/metrics.jsonl     one JSON object per logged step, appended and flushed per chunk
+    DIR/<run>/summary.json      a ``Summary``: flat keys with slashes, replaced atomically
+    DIR/<run>/wandb/            the W&B run's files (offline by default)
+    DIR/groups/<group>/checkpoints/   the group's stacked orbax checkpoints
 
-W&B is a mirror: it never decides anything, and a W&B failure only warns.
+A two-stage study keeps one such directory per stage, ``DIR/tune`` and ``DIR/test``; ``find``
+says what a directory holds. W&B is a mirror: it never decides anything, and a W&B failure only
+warns. This module imports neither JAX nor the runner, so readers (the report) stay light.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import subprocess
 import uuid
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
+    "INDEX",
+    "STATUSES",
+    "FINISHED",
+    "Study",
+    "Summary",
+    "TunedRate",
     "RunRecord",
+    "RunWriter",
     "WandbMirror",
+    "best_learning_rates",
     "code_version",
     "config_difference",
+    "find",
     "flatten",
+    "gate_columns",
+    "group_dir",
+    "group_name",
+    "read_index",
     "read_json",
     "read_json_or_none",
-    "write_json_atomic",
     "read_metrics",
+    "read_summary",
+    "write_index",
+    "write_json_atomic",
 ]
+
+INDEX = "sweep.json"  # the index of a directory of runs
+# A run's status, in the order reports count them; ``pending``: not started (no summary yet).
+STATUSES = ("completed", "diverged", "failed", "running", "pending")
+FINISHED = ("completed", "diverged")  # a finished run is never trained again
+
+
+# ==================================================================================================
+# JSON files.
+# ==================================================================================================
 
 
 def _clean(value: Any) -> Any:
@@ -89,9 +124,10 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def code_version() -> str:
     """``gatelab <version>`` plus the git commit of the source tree, where there is one."""
-    from gatelab import __version__
-
-    version = f"gatelab {__version__}"
+    try:
+        version = f"gatelab {importlib.metadata.version('gatelab')}"
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "gatelab (not installed)"
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -136,6 +172,303 @@ def config_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     ]
 
 
+# ==================================================================================================
+# The summary: one schema for the runner that writes it and every reader.
+# ==================================================================================================
+
+# The metric keys of a summary: ``eval/<m>`` the best validation value, ``test/<m>`` the test
+# metric at the best-validation parameters, ``final/test/<m>`` and ``final/eval/<m>`` at the last
+# step (``train/<m>`` in the metrics lines).
+METRIC_SPLITS = ("eval/", "test/", "final/", "train/")
+_SCALARS = (
+    "status",
+    "variant",
+    "spec",
+    "task",
+    "seed",
+    "hidden",
+    "primary_metric",
+    "direction",
+    "chance",
+    "step",
+    "steps",
+    "best_step",
+    "diverged_step",
+    "task_note",
+    "error",
+    "traceback",
+)
+_SECTIONS = ("params", "hparams", "time", "gates", "labels", "units", "directions")
+
+
+@dataclasses.dataclass
+class Summary:
+    """A run's ``summary.json``: written by the runner (and by a sweep for a run that failed),
+    read by the report, the sweep's stages, ``gatelab inspect`` and the tests.
+
+    On disk the keys are flat with slashes (``params/total``, ``gates/layer0/forget/mean``,
+    ``test/accuracy``), so that W&B's summary and a table's columns take them as they are;
+    ``to_json`` and ``from_json`` are the only places that know that layout.
+
+    Attributes:
+        status: ``running``, ``completed``, ``diverged`` or ``failed``.
+        variant: the variant label (``config.variant_label``).
+        spec: the resolved spec, as the line a user types.
+        task: the task's name; seed, hidden: the run's seed and hidden size.
+        primary_metric, direction, chance: the task's primary metric, whether higher
+            (``max``) or lower (``min``) is better, and its chance level.
+        step, steps: the steps done and to do; best_step: the best validation step.
+        diverged_step: the step whose loss was non-finite (diverged runs only).
+        params: parameter counts, ``total`` and per part (``forget``, ``head``, ...).
+        hparams: the per-run values (``lr``, ``momentum``, ...).
+        time: ``compile_s``, ``train_s``, ``steps_per_s``.
+        metrics: ``{key: value}`` for the metric keys (``eval/<m>``, ``test/<m>``,
+            ``final/test/<m>``, ``final/eval/<m>``).
+        gates: ``{<layer>/<gate>/<stat>: value}`` at the end of training (stat ``mean``,
+            ``low`` the fraction below 0.1, ``high`` above 0.9; ``gatelab.gates``).
+        labels, units, directions: per metric name, what the task says a report should call
+            it, its unit (``%``: a fraction shown as a percentage) and its direction.
+        task_note: what the task says every report of it must say (empty for most).
+        error, traceback: for a failed run.
+        extra: keys this version does not know, kept as they were.
+    """
+
+    status: str
+    variant: str | None = None
+    spec: str | None = None
+    task: str | None = None
+    seed: int | None = None
+    hidden: int | None = None
+    primary_metric: str | None = None
+    direction: str | None = None
+    chance: float | None = None
+    step: int | None = None
+    steps: int | None = None
+    best_step: int | None = None
+    diverged_step: int | None = None
+    params: dict[str, int] = dataclasses.field(default_factory=dict)
+    hparams: dict[str, float] = dataclasses.field(default_factory=dict)
+    time: dict[str, float] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    gates: dict[str, float] = dataclasses.field(default_factory=dict)
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
+    units: dict[str, str] = dataclasses.field(default_factory=dict)
+    directions: dict[str, str] = dataclasses.field(default_factory=dict)
+    task_note: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def failed(cls, error: str, traceback: str, **known: Any) -> Summary:
+        """The summary of a run that raised (or was invalid): status ``failed``."""
+        return cls("failed", error=error, traceback=traceback, **known)
+
+    def to_json(self) -> dict[str, Any]:
+        """The flat dict of ``summary.json``; ``None`` fields are left out."""
+        flat: dict[str, Any] = {}
+        for name in _SCALARS:
+            value = getattr(self, name)
+            if value is not None:
+                flat[name] = value
+        for section in _SECTIONS:
+            flat.update({f"{section}/{key}": v for key, v in getattr(self, section).items()})
+        flat.update(self.metrics)
+        flat.update(self.extra)
+        return flat
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Summary:
+        """The inverse of ``to_json`` (unknown keys go to ``extra``)."""
+        fields: dict[str, Any] = {section: {} for section in _SECTIONS}
+        fields.update(metrics={}, extra={})
+        for key, value in data.items():
+            section, _, rest = key.partition("/")
+            if key in _SCALARS:
+                fields[key] = value
+            elif rest and section in _SECTIONS:
+                fields[section][rest] = value
+            elif key.startswith(METRIC_SPLITS):
+                fields["metrics"][key] = value
+            else:
+                fields["extra"][key] = value
+        fields.setdefault("status", "running")
+        return cls(**fields)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    def metric(self, key: str) -> float | None:
+        """A metric key's value (``None`` when absent or non-finite)."""
+        value = self.metrics.get(key)
+        return value if value is not None and math.isfinite(value) else None
+
+
+def gate_columns(columns: Iterable[str]) -> list[tuple[str, str, str, str]]:
+    """``(column, layer, gate, stat)`` for the gate statistics among flat summary keys."""
+    found = []
+    for column in columns:
+        section, *rest = column.split("/")
+        if section == "gates" and len(rest) == 3:
+            found.append((column, *rest))
+    return found
+
+
+def read_summary(workdir: str | Path) -> Summary | None:
+    """``workdir/summary.json`` as a ``Summary``, or ``None`` if there is none (or it cannot
+    be read)."""
+    data = read_json_or_none(Path(workdir) / "summary.json")
+    return Summary.from_json(data) if isinstance(data, dict) else None
+
+
+# ==================================================================================================
+# The layout of a directory of runs.
+# ==================================================================================================
+
+
+def group_dir(directory: str | Path, group: str) -> Path:
+    """Where a group of ``directory`` keeps its checkpoints (``DIR/groups/<group>``)."""
+    return Path(directory) / "groups" / group
+
+
+def group_name(label: str, key: str, runs: Iterable[str]) -> str:
+    """A group's name: its first variant and a hash of its program and its runs, so that the same
+    pending runs form the same group (and find its checkpoint) when training resumes."""
+    digest = hashlib.sha1((key + "|".join(runs)).encode()).hexdigest()
+    return f"{label}-{digest[:10]}"
+
+
+def read_index(directory: str | Path) -> dict[str, Any] | None:
+    """``DIR/sweep.json``, or ``None`` without one."""
+    path = Path(directory) / INDEX
+    return read_json(path) if path.exists() else None
+
+
+def write_index(directory: str | Path, index: dict[str, Any]) -> None:
+    """Replaces ``DIR/sweep.json`` (with the code version added)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(Path(directory) / INDEX, {**index, "code_version": code_version()})
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """What a directory of records holds.
+
+    Attributes:
+        root: the directory whose runs are reported (``DIR/test`` for a two-stage study).
+        index: ``root/sweep.json``.
+        tune: ``DIR/tune`` of a two-stage study, when it holds an index.
+    """
+
+    root: Path
+    index: dict[str, Any]
+    tune: Path | None = None
+
+
+def find(directory: str | Path) -> Study:
+    """The runs ``directory`` holds: a directory of runs (``DIR/sweep.json``) or a two-stage
+    study (``DIR/tune/``, ``DIR/test/``, each a directory of runs: the test stage is the one
+    reported, the tune stage beside it).
+
+    Raises:
+        FileNotFoundError: when ``directory`` holds neither.
+    """
+    directory = Path(directory)
+    test = read_index(directory / "test")
+    if test is not None:
+        tune = directory / "tune"
+        return Study(directory / "test", test, tune if read_index(tune) is not None else None)
+    index = read_index(directory)
+    if index is None:
+        raise FileNotFoundError(
+            f"{directory} holds no records: no {INDEX} (written by gatelab train and gatelab "
+            f"sweep) and no test/{INDEX} (a two-stage sweep)"
+        )
+    return Study(directory, index)
+
+
+# ==================================================================================================
+# The learning rate of each setting, from a finished tune stage.
+# ==================================================================================================
+
+
+@dataclasses.dataclass(frozen=True)
+class TunedRate:
+    """The learning rate chosen for one setting of a tune stage.
+
+    Attributes:
+        setting: the runs' overrides without the learning rate and the seed.
+        variant: their variant label.
+        lr: the learning rate whose completed runs have the best mean validation primary metric
+            (``None`` when no run of the setting completed).
+        means: ``{lr: (mean, n)}`` over the completed runs with a finite value.
+        tried: every learning rate the setting's runs recorded.
+        metric: the validation key compared (``eval/<primary metric>``); direction its direction.
+    """
+
+    setting: dict[str, Any]
+    variant: str
+    lr: float | None
+    means: dict[float, tuple[float, int]]
+    tried: tuple[float, ...]
+    metric: str
+    direction: str
+
+
+def best_learning_rates(directory: str | Path) -> list[TunedRate]:
+    """Per setting of the runs in ``directory`` (a tune stage), the learning rate chosen: the one
+    whose completed runs have the best mean validation primary metric. The one place that choice
+    is made: the test stage trains at it and the report shows it.
+
+    Raises:
+        ValueError: when ``directory`` has no index.
+    """
+    index = read_index(directory)
+    if index is None:
+        raise ValueError(f"{directory} holds no {INDEX}: not a finished tune stage")
+    settings: dict[str, dict[str, Any]] = {}
+    for run in index["runs"]:
+        summary = read_summary(Path(directory) / run["name"])
+        if summary is None or "lr" not in summary.hparams:
+            continue
+        setting = {k: v for k, v in run["overrides"].items() if k not in ("optim.lr", "run.seeds")}
+        entry = settings.setdefault(
+            json.dumps(setting, sort_keys=True),
+            {"setting": setting, "variant": summary.variant, "values": {}, "tried": set()},
+        )
+        lr = summary.hparams["lr"]
+        entry["tried"].add(lr)
+        value = summary.metric(f"eval/{summary.primary_metric}")
+        if summary.status == "completed" and value is not None:
+            entry["values"].setdefault(lr, []).append(value)
+            entry["metric"] = f"eval/{summary.primary_metric}"
+            entry["direction"] = summary.direction
+    chosen = []
+    for entry in settings.values():
+        means = {lr: (float(np.mean(v)), len(v)) for lr, v in sorted(entry["values"].items())}
+        direction = entry.get("direction", "max")
+        pick = max if direction == "max" else min
+        lr = pick(means, key=lambda lr: means[lr][0]) if means else None  # noqa: B023
+        chosen.append(
+            TunedRate(
+                entry["setting"],
+                str(entry["variant"]),
+                lr,
+                means,
+                tuple(sorted(entry["tried"])),
+                entry.get("metric", ""),
+                direction,
+            )
+        )
+    return chosen
+
+
+# ==================================================================================================
+# A run's files.
+# ==================================================================================================
+
+
 # Sections that may change between starts of the same run: they do not change what is computed.
 _MUTABLE_SECTIONS = ("wandb",)
 
@@ -155,20 +488,12 @@ class RunRecord:
 
     def __init__(self, workdir: Path, config: dict[str, Any], resolved: dict[str, Any]):
         self.workdir = Path(workdir)
+        stored = self.check(self.workdir, config)  # before anything is written
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.workdir / "config.json"
         self.metrics_path = self.workdir / "metrics.jsonl"
         self.summary_path = self.workdir / "summary.json"
-        compared = {k: v for k, v in config.items() if k not in _MUTABLE_SECTIONS}
-        if self.config_path.exists():
-            stored = read_json(self.config_path)
-            old = {k: v for k, v in stored["config"].items() if k not in _MUTABLE_SECTIONS}
-            difference = config_difference(old, compared)
-            if difference:
-                raise ValueError(
-                    f"{self.workdir} holds a run with a different config; use another workdir "
-                    "or delete it. Differences (stored -> requested):\n  " + "\n  ".join(difference)
-                )
+        if stored is not None:
             self.wandb_id = stored.get("wandb_id") or uuid.uuid4().hex[:12]
             # The derived part can change (a run retrained in another group of a sweep).
             updated = {**stored, "config": config, "resolved": resolved, "wandb_id": self.wandb_id}
@@ -186,17 +511,33 @@ class RunRecord:
                 },
             )
 
-    def summary(self) -> dict[str, Any] | None:
-        """The current summary, or ``None`` if there is none (or it cannot be read)."""
-        return self.read_summary(self.workdir)
-
     @staticmethod
-    def read_summary(workdir: Path) -> dict[str, Any] | None:
-        """``workdir/summary.json``, or ``None`` if there is none (or it cannot be read)."""
-        return read_json_or_none(Path(workdir) / "summary.json")
+    def check(workdir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+        """``workdir/config.json`` (``None`` without one), once its config is ``config``.
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.summary_path, summary)
+        Raises:
+            ValueError: for a different config, listing every difference.
+        """
+        path = Path(workdir) / "config.json"
+        if not path.exists():
+            return None
+        stored = read_json(path)
+        old = {k: v for k, v in stored["config"].items() if k not in _MUTABLE_SECTIONS}
+        new = {k: v for k, v in config.items() if k not in _MUTABLE_SECTIONS}
+        difference = config_difference(old, new)
+        if difference:
+            raise ValueError(
+                f"{workdir} holds a run with a different config; use another workdir or delete "
+                "it. Differences (stored -> requested):\n  " + "\n  ".join(difference)
+            )
+        return stored
+
+    def summary(self) -> Summary | None:
+        """The current summary, or ``None`` if there is none (or it cannot be read)."""
+        return read_summary(self.workdir)
+
+    def write_summary(self, summary: Summary) -> None:
+        write_json_atomic(self.summary_path, summary.to_json())
 
     def truncate(self, step: int) -> None:
         """Drops every logged line after ``step`` (resuming from a checkpoint at ``step``)."""
@@ -291,3 +632,25 @@ class WandbMirror:
                 f"W&B could not finish ({error}); the local record is complete", stacklevel=2
             )
         self.run = None
+
+
+class RunWriter:
+    """A run's local record and its W&B mirror, written together: one call per row."""
+
+    def __init__(self, record: RunRecord, mirror: WandbMirror):
+        self.record = record
+        self.mirror = mirror
+
+    def log(self, row: dict[str, Any]) -> None:
+        """One metrics line (``row`` holds ``step``), in the record and the mirror."""
+        self.record.log(row)
+        self.mirror.log(row)
+
+    def write(self, summary: Summary) -> None:
+        """The summary so far (a running run's), locally."""
+        self.record.write_summary(summary)
+
+    def finish(self, summary: Summary) -> None:
+        """The final summary, in the record and the mirror, which is then closed."""
+        self.record.write_summary(summary)
+        self.mirror.finish(summary.to_json())

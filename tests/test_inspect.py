@@ -10,7 +10,7 @@ import pytest
 from reference import greff_lstm
 
 import gatelab
-from gatelab import cli, inspect, sweep, train
+from gatelab import cli, inspect, restore, sweep, train
 from gatelab import config as config_lib
 
 ROOT = Path(__file__).parents[1]
@@ -27,7 +27,7 @@ class TestInspect:
         config = root / "study.py"
         config.write_text(
             f"exec(open({str(ROOT / 'configs/digits.py')!r}).read())\n"
-            "from gatelab.sweep import grid\n"
+            "from gatelab.study import grid\n"
             "def sweep(arg=None):\n"
             "    return grid({'model.variant': ['vanilla', 'NFG']})\n"
         )
@@ -42,7 +42,7 @@ class TestInspect:
                 assert (out / f"{name}{suffix}").stat().st_size > 1000, name
         assert "memory" in (out / "gates.md").read_text()
         captured = np.load(out / "gates.npz")
-        run = train.restore_run(study / f"{variant}__s0")
+        run = restore.restore_run(study / f"{variant}__s0")
         x = run.task.eval_set("test")["inputs"][:3]
         trace: dict = {}
         greff_lstm(x, run.best_params["layer0"], variant, trace)
@@ -85,7 +85,7 @@ class TestSample:
         assert a == gatelab.sample(shakespeare, "ROMEO:", length=50, seed=3)
         assert a != gatelab.sample(shakespeare, "ROMEO:", length=50, seed=4)
         assert a.startswith("ROMEO:") and len(a) == len("ROMEO:") + 50
-        vocab = set(train.restore_run(shakespeare / "seed_0").task.vocab)
+        vocab = set(restore.restore_run(shakespeare / "seed_0").task.vocab)
         assert set(a) <= vocab
         greedy = gatelab.sample(shakespeare, "ROMEO:", length=20, temperature=0.0, seed=0)
         assert greedy == gatelab.sample(shakespeare, "ROMEO:", length=20, temperature=0.0, seed=9)

@@ -1,7 +1,8 @@
 """``gatelab report``: numbers against a hand computation, counts, views, tables, figures, W&B.
 
-Records are synthesised on disk in the runner's format (DESIGN.md, "The record"): known metric
-values, so every number of the report can be checked by hand.
+Records are synthesised on disk through the record's schema (``gatelab.records.Summary``, with the
+words the task gives its metrics): known metric values, so every number of the report can be
+checked by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 import scipy.stats
 
-from gatelab import report
+from gatelab import records, report, tasks
 from gatelab.report import load, stats
 from gatelab.report.metric import Metric, format_p
 
@@ -82,9 +83,10 @@ def write_run(
         )
     )
     if status == "failed":
-        failure = {"status": "failed", "error": "RuntimeError: boom\nsecond line", "traceback": "…"}
-        failure.update(variant=variant, seed=seed, task="mnist1d")
-        (run_dir / "summary.json").write_text(json.dumps(failure))
+        failure = records.Summary.failed(
+            "RuntimeError: boom\nsecond line", "…", variant=variant, seed=seed, task="mnist1d"
+        )
+        (run_dir / "summary.json").write_text(json.dumps(failure.to_json()))
         return
     valid = test if valid is None else valid
     gates = {}
@@ -108,32 +110,44 @@ def write_run(
             if step % 200 == 0:
                 row.update({"eval/accuracy": valid * step / STEPS, "eval/loss": 1.0, **gates})
             f.write(json.dumps(row) + "\n")
-    summary = {
-        "status": status,
-        "variant": variant,
-        "spec": f"LSTMSpec({variant})",
-        "task": "mnist1d",
-        "seed": seed,
-        "hidden": hidden,
-        "primary_metric": "accuracy",
-        "direction": "max",
-        "chance": 0.1,
-        "params/total": params,
-        "params/head": 330,
-        "hparams/lr": lr,
-        "step": STEPS,
-        "steps": STEPS,
-        "best_step": STEPS,
-        "eval/accuracy": valid,
-        "eval/loss": 1.0,
-        "test/accuracy": test,
-        "test/loss": loss_of(test),
-        "final/test/accuracy": test,
-        **gates,
-    }
-    if status == "diverged":
-        summary["diverged_step"] = 350
-    (run_dir / "summary.json").write_text(json.dumps(summary))
+    summary = summary_of(
+        status=status,
+        variant=variant,
+        spec=f"LSTMSpec({variant})",
+        seed=seed,
+        hidden=hidden,
+        params={"total": params, "head": 330},
+        hparams={"lr": lr},
+        step=STEPS,
+        steps=STEPS,
+        best_step=STEPS,
+        diverged_step=350 if status == "diverged" else None,
+        metrics={
+            "eval/accuracy": valid,
+            "eval/loss": 1.0,
+            "test/accuracy": test,
+            "test/loss": loss_of(test),
+            "final/test/accuracy": test,
+        },
+        gates={key.removeprefix("gates/"): value for key, value in gates.items()},
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary.to_json()))
+
+
+def summary_of(task: str = "mnist1d", **fields) -> records.Summary:
+    """A summary as the runner writes it for ``task``: with its primary metric, direction,
+    chance and the words it gives its metrics."""
+    info = tasks.TASKS[task].metric_info
+    return records.Summary(
+        task=task,
+        primary_metric=tasks.TASKS[task].primary_metric,
+        direction=tasks.TASKS[task].direction,
+        chance=0.1,
+        labels={name: m.label for name, m in info.items()},
+        units={name: m.unit for name, m in info.items()},
+        directions={name: m.direction for name, m in info.items()},
+        **fields,
+    )
 
 
 def write_sweep(root: Path, entries: list[dict], kind: str = "grid", stage: str = "all") -> Path:
@@ -266,14 +280,23 @@ def test_load_curves_long_table(grid):
     assert not curves["key"].str.startswith("gates/").any()
 
 
-def test_train_workdir_without_sweep_json(tmp_path):
+def test_a_train_workdir_is_a_sweep_of_one_group(tmp_path):
+    entries = []
     for seed in (0, 1, 10):
         write_run(tmp_path, f"seed_{seed}", "vanilla", seed, test=ACCURACY["vanilla"][seed % 5])
-    (tmp_path / "checkpoints").mkdir()  # the group's checkpoints: not a run
+        entries.append({"name": f"seed_{seed}", "variant": "vanilla", "seed": seed})
+    (tmp_path / "groups" / "vanilla-0123456789" / "checkpoints").mkdir(parents=True)  # not a run
+    index = {
+        "kind": "train",
+        "runs": [{**e, "overrides": {}, "status": "completed"} for e in entries],
+    }
+    records.write_index(tmp_path, index)
     runs = report.load_runs(tmp_path)
     assert list(runs["name"]) == ["seed_0", "seed_1", "seed_10"]
     assert list(runs["seed"]) == [0, 1, 10]
-    assert report.find_records(tmp_path).sweep is None
+    assert records.find(tmp_path).index["kind"] == "train"
+    text = report.build_report(tmp_path, figures=False).read_text()
+    assert "- Runs: 3 (3 completed)" in text and "- Sweep:" not in text
 
 
 def test_no_records_is_an_error(tmp_path):
@@ -567,9 +590,14 @@ def test_two_stage_sweep_reports_the_test_stage(tmp_path):
 def test_chorales_note(tmp_path):
     root = grid_sweep(tmp_path / "sweep", variants=("vanilla", "NFG"))
     runs = report.load_runs(root)
+    # What the chorales task writes into its records; the report knows no task.
+    chorales = tasks.TASKS["chorales"]
     runs["task"] = "chorales"
     runs["primary_metric"] = "nll"
     runs["direction"] = "min"
+    runs["task_note"] = chorales.note
+    runs["labels/nll"] = chorales.metric_info["nll"].label
+    runs["units/nll"] = chorales.metric_info["nll"].unit
     runs["test/nll"] = 2.0 + runs["test/accuracy"]
     path = report.build_report(root, runs=runs, out=tmp_path / "out", figures=False)
     text = path.read_text()
@@ -622,20 +650,14 @@ def test_runs_from_wandb_stand_in(tmp_path):
                 "seed": seed,
                 "resolved": {"value": {"params": PARAMS[variant]}},  # the raw API's wrapper
             }
-            summary = {
-                "status": "completed",
-                "variant": variant,
-                "seed": seed,
-                "task": "mnist1d",
-                "primary_metric": "accuracy",
-                "direction": "max",
-                "chance": 0.1,
-                "params/total": PARAMS[variant],
-                "test/accuracy": value,
-                "eval/accuracy": value,
-                "_step": 400,
-                "_wandb": {"runtime": 3},
-            }
+            summary = summary_of(
+                status="completed",
+                variant=variant,
+                seed=seed,
+                params={"total": PARAMS[variant]},
+                metrics={"test/accuracy": value, "eval/accuracy": value},
+            ).to_json()
+            summary.update({"_step": 400, "_wandb": {"runtime": 3}})  # W&B's own keys
             history = [
                 {"_step": s, "step": s, "train/loss": 1.0, "eval/accuracy": value * s / 400}
                 for s in (200, 400)
@@ -670,13 +692,28 @@ def test_runs_from_wandb_stand_in(tmp_path):
 
 
 def test_metric_words_units_and_formats():
-    accuracy = Metric.from_key("test/accuracy", primary="accuracy", primary_direction="max")
+    def told(task: str) -> dict:  # what a task's records say about its metrics
+        info = tasks.TASKS[task].metric_info
+        return {
+            "labels": {name: m.label for name, m in info.items()},
+            "units": {name: m.unit for name, m in info.items()},
+            "directions": {name: m.direction for name, m in info.items()},
+        }
+
+    accuracy = Metric.from_key(
+        "test/accuracy", primary="accuracy", primary_direction="max", **told("mnist1d")
+    )
     assert accuracy.label == "test accuracy (%)" and accuracy.format(0.8843, 1) == "88.4%"
-    nll = Metric.from_key("test/nll", primary="nll", primary_direction="min", task="chorales")
+    nll = Metric.from_key("test/nll", primary="nll", primary_direction="min", **told("chorales"))
     assert nll.label == "test NLL (nats/frame)" and nll.direction == "min"
-    assert Metric.from_key("bpc", task="shakespeare").label == "test bits per character"
-    assert Metric.from_key("test/mse").label == "test MSE"
-    assert Metric.from_key("eval/loss", task="copy").label == "validation cross-entropy (nats/step)"
+    assert Metric.from_key("bpc", **told("shakespeare")).label == "test bits per character"
+    assert Metric.from_key("test/mse", **told("adding")).label == "test MSE"
+    copy = Metric.from_key("eval/loss", **told("copy"))
+    assert copy.label == "validation cross-entropy (nats/step)"
+    recall = Metric.from_key("test/accuracy", **told("copy"))  # not the primary metric
+    assert recall.direction == "max" and recall.label == "test recall accuracy (%)"
+    bare = Metric.from_key("test/bleu")  # a record that says nothing about its metric
+    assert bare.label == "test bleu" and bare.direction == "min" and not bare.percent
     assert nll.format_mean_std(8.51234, 0.04321, nll.decimals([0.04321])) == "8.512 ± 0.043"
     assert format_p(3.2e-5) == "3e-5" and format_p(0.0123) == "0.012" and format_p(1.0) == "1"
     assert format_p(float("nan")) == "n/a"

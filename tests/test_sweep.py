@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from gatelab import cli, records, sweep
+from gatelab import cli, records, study, sweep, wandb_sweep, workers
 from gatelab import config as config_lib
 
 ROOT = Path(__file__).parents[1]
@@ -94,7 +94,7 @@ def test_a_failing_run_is_recorded_with_its_traceback_and_the_sweep_goes_on(tmp_
     config = tmp_path / "study.py"
     config.write_text(
         "from gatelab.config import Config, ModelConfig, RunConfig, TaskConfig\n"
-        "from gatelab.sweep import Sweep\n"
+        "from gatelab.study import Sweep\n"
         "def get_config(arg=None):\n"
         "    return Config(model=ModelConfig(hidden=8),\n"
         "                  task=TaskConfig('adding', {'length': 10}),\n"
@@ -118,9 +118,9 @@ def test_a_failing_run_is_recorded_with_its_traceback_and_the_sweep_goes_on(tmp_
 
 def test_shards_partition_the_runs_exactly():
     base = config_lib.load(QUICK)
-    study = sweep.grid({"model.variant": ["vanilla", "NFG", "CIFG"], "run.seeds": [(0, 1, 2)]})
-    everything = [run.name for run in sweep.expand(base, study)]
-    parts = [[r.name for r in sweep._shard(sweep.expand(base, study), (i, 2))] for i in range(2)]
+    plan = study.grid({"model.variant": ["vanilla", "NFG", "CIFG"], "run.seeds": [(0, 1, 2)]})
+    everything = [run.name for run in sweep.expand(base, plan)]
+    parts = [[r.name for r in sweep.shard_runs(sweep.expand(base, plan), (i, 2))] for i in range(2)]
     assert sorted(parts[0] + parts[1]) == sorted(everything)
     assert not set(parts[0]) & set(parts[1])
     assert abs(len(parts[0]) - len(parts[1])) <= 1
@@ -132,12 +132,12 @@ def test_shards_partition_the_runs_exactly():
 
 def test_groups_hold_runs_that_differ_only_in_values():
     base = config_lib.load(QUICK)
-    study = sweep.grid(
+    plan = study.grid(
         {"model.variant": ["vanilla", "NFG"], "optim.lr": [1e-3, 1e-2], "run.seeds": [(0, 1)]}
     )
-    groups = sweep.plan_groups(sweep.expand(base, study), max_group=64)
+    groups = sweep.plan_groups(sweep.expand(base, plan), max_group=64)
     assert [len(g) for g in groups] == [4, 4]  # learning rates and seeds share a program
-    assert [len(g) for g in sweep.plan_groups(sweep.expand(base, study), max_group=3)] == [
+    assert [len(g) for g in sweep.plan_groups(sweep.expand(base, plan), max_group=3)] == [
         3,
         1,
         3,
@@ -148,24 +148,24 @@ def test_groups_hold_runs_that_differ_only_in_values():
 
 def test_workers_take_the_costliest_groups_first():
     base = config_lib.load(QUICK)
-    study = sweep.grid({"model.variant": ["NFG", "FGR", "vanilla"], "run.seeds": [(0, 1)]})
-    study = study + sweep.grid({"model.variant": ["NFG"], "run.seeds": [(2, 3, 4, 5)]})
-    groups = sweep.plan_groups(sweep.expand(base, study), max_group=3)
+    plan = study.grid({"model.variant": ["NFG", "FGR", "vanilla"], "run.seeds": [(0, 1)]})
+    plan = plan + study.grid({"model.variant": ["NFG"], "run.seeds": [(2, 3, 4, 5)]})
+    groups = sweep.plan_groups(sweep.expand(base, plan), max_group=3)
     names = [(g[0].config.model.variant, len(g)) for g in groups]
     assert names == [("NFG", 3), ("NFG", 3), ("FGR", 2), ("vanilla", 2)]
-    ordered = [names[k] for k in sweep.schedule(groups)]
+    ordered = [names[k] for k in workers.schedule([[r.config for r in g] for g in groups])]
     # FGR's gate recurrence makes it the costliest; a full group of NFG outweighs 2 vanilla runs.
     assert ordered == [("FGR", 2), ("NFG", 3), ("NFG", 3), ("vanilla", 2)]
 
 
 def test_random_search_is_seeded_and_bucketed():
     space = {
-        "optim.lr": sweep.log_uniform(1e-6, 1e-2),
-        "model.hidden": sweep.log_buckets(20, 200, 4),
-        "model.input_noise": sweep.uniform(0.0, 1.0),
+        "optim.lr": study.log_uniform(1e-6, 1e-2),
+        "model.hidden": study.log_buckets(20, 200, 4),
+        "model.input_noise": study.uniform(0.0, 1.0),
     }
-    a, b = sweep.random(50, 0, space), sweep.random(50, 0, space)
-    assert a == b and a != sweep.random(50, 1, space)
+    a, b = study.random(50, 0, space), study.random(50, 0, space)
+    assert a == b and a != study.random(50, 1, space)
     lrs = np.array([run["optim.lr"] for run in a.runs])
     assert lrs.min() >= 1e-6 and lrs.max() <= 1e-2
     assert len({run["model.hidden"] for run in a.runs}) <= 4  # few programs, not 50
@@ -183,12 +183,17 @@ def test_best_learning_rates_pick_the_best_validation_mean(tmp_path):
         name = f"{variant}__lr={lr}__s{seed}"
         runs.append({"name": name, "overrides": {"model.variant": variant, "optim.lr": lr}})
         (tmp_path / name).mkdir()
-        summary = {"status": "completed", "direction": "max", "primary_metric": "accuracy",
-                   "eval/accuracy": value, "hparams/lr": lr}  # fmt: skip
-        records.write_json_atomic(tmp_path / name / "summary.json", summary)
-    records.write_json_atomic(tmp_path / "sweep.json", {"runs": runs})
-    best = {b["model.variant"]: b["optim.lr"] for b in sweep.best_learning_rates(tmp_path).values()}
-    assert best == {"vanilla": 1e-3, "NFG": 1e-2}
+        summary = records.Summary(
+            "completed", variant=variant, direction="max", primary_metric="accuracy",
+            metrics={"eval/accuracy": value}, hparams={"lr": lr},
+        )  # fmt: skip
+        records.write_json_atomic(tmp_path / name / "summary.json", summary.to_json())
+    records.write_index(tmp_path, {"runs": runs})
+    chosen = records.best_learning_rates(tmp_path)
+    assert {t.setting["model.variant"]: t.lr for t in chosen} == {"vanilla": 1e-3, "NFG": 1e-2}
+    vanilla = chosen[0]
+    assert vanilla.variant == "vanilla" and vanilla.tried == (1e-3, 1e-2)
+    assert vanilla.means[1e-3] == pytest.approx((0.81, 2)) and vanilla.means[1e-2][1] == 2
 
 
 def test_wandb_sweep_yaml(tmp_path, capsys):
@@ -208,7 +213,7 @@ def test_wandb_sweep_yaml(tmp_path, capsys):
 
 def test_greff_search_stays_a_random_search_over_every_variant_for_wandb():
     target = str(ROOT / "experiments/greff_odyssey.py:quick")
-    spec = sweep.wandb_sweep_config(target)
+    spec = wandb_sweep.wandb_sweep_config(target)
     assert spec["method"] == "random" and spec["run_cap"] == 9 * 2
     variants = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF", "NP", "CIFG", "FGR"]
     assert spec["parameters"]["model.variant"] == {"values": variants}
@@ -218,7 +223,7 @@ def test_greff_search_stays_a_random_search_over_every_variant_for_wandb():
         "max": 1e-2,
     }
     # A random search plus a grid is no random search.
-    mixed = sweep.random(2, 0, {"optim.lr": sweep.log_uniform(1e-3, 1e-2)}) + sweep.grid(
+    mixed = study.random(2, 0, {"optim.lr": study.log_uniform(1e-3, 1e-2)}) + study.grid(
         {"optim.lr": [1e-3]}
     )
     assert mixed.kind == "list" and len(mixed) == 3
@@ -256,4 +261,4 @@ def test_tune_then_test_stage(tmp_path):
 def test_a_study_with_the_same_run_twice_is_refused():
     base = config_lib.load(QUICK)
     with pytest.raises(ValueError, match="duplicate runs: NFG__s0"):
-        sweep.expand(base, sweep.grid({"model.variant": ["NFG", "NFG"], "run.seeds": [(0,)]}))
+        sweep.expand(base, study.grid({"model.variant": ["NFG", "NFG"], "run.seeds": [(0,)]}))

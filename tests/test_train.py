@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 import wandb_reader
 
-from gatelab import cli, records, train
+from gatelab import cli, records, restore, train
 from gatelab import config as config_lib
+from gatelab.checkpoint import Checkpoints
 from gatelab.config import ConfigError
 
 ROOT = Path(__file__).parents[1]
@@ -71,7 +73,11 @@ class QuickConfig:
         config, workdir, (summary,) = quick_run(self.name)
         run_dir = workdir / "seed_0"
         assert summary["status"] == "completed"
-        assert (workdir / "checkpoints").is_dir()
+        # A train workdir is a directory of runs like a sweep's: an index, the group's checkpoint.
+        (entry,) = records.read_index(workdir)["runs"]
+        assert entry["name"] == "seed_0" and entry["status"] == "completed" and entry["seed"] == 0
+        assert (records.group_dir(workdir, entry["group"]) / "checkpoints").is_dir()
+        assert records.Summary.from_json(summary).to_json() == summary  # the schema round-trips
         stored = json.loads((run_dir / "config.json").read_text())
         assert stored["config"] == config_lib.to_dict(config)
         assert stored["code_version"].startswith("gatelab")
@@ -110,7 +116,7 @@ class TestMnist1d(QuickConfig):
 
     def test_saved_best_parameters_reproduce_the_test_metric(self, quick_run):
         _, workdir, (summary,) = quick_run("mnist1d")
-        run = train.restore_run(workdir / "seed_0")
+        run = restore.restore_run(workdir / "seed_0")
         test = run.task.eval_set("test")
         apply = jax.jit(run.model.apply)
         outputs = apply({"params": run.best_params}, jnp.asarray(test["inputs"]))
@@ -144,6 +150,32 @@ class TestChorales(QuickConfig):
 
 class TestShakespeare(QuickConfig):
     name = "shakespeare"
+
+
+# --------------------------------------------------------------------------------------------------
+# The runner's parts, without any group machinery (as Flax's examples test theirs).
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "FGR", "gru", "mingru"])
+def test_one_train_step_changes_every_parameter(variant):
+    config = load("digits", f"model.variant={variant}", "model.hidden=8", "run.batch_size=4")
+    program = train.build_program(config)
+    values = {k: jnp.float32(v) for k, v in config_lib.run_values(config).items()}
+    example = jnp.asarray(program.task.eval_set("validation")["inputs"][:1])
+    state = jax.jit(lambda seed: train.init_state(program, seed, values, example))(0)
+    step = jax.jit(functools.partial(train.train_step, program))
+    new, metrics = step(state, jnp.int32(0), program.task.train_data())
+    assert np.isfinite(metrics["loss"]) and not new.diverged
+    flat = jax.tree_util.tree_flatten_with_path(state.params)[0]
+    for (path, before), after in zip(flat, jax.tree_util.tree_leaves(new.params), strict=True):
+        # Every parameter moves (a kernel's rows for inputs that are 0 in the batch do not).
+        assert np.any(np.asarray(before) != np.asarray(after)), jax.tree_util.keystr(path)
+    # The step is a function of the step number: the next one draws another batch.
+    again, _ = step(state, jnp.int32(0), program.task.train_data())
+    other, _ = step(state, jnp.int32(1), program.task.train_data())
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, new.params, again.params))
+    assert not np.array_equal(new.params["head"]["kernel"], other.params["head"]["kernel"])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,14 +298,14 @@ class TestResume:
         assert_same_record(tmp_path, uninterrupted)
 
     def test_after_sigkill_anywhere(self, tmp_path, uninterrupted):
-        checkpoints = tmp_path / "checkpoints"
+        steps = lambda: list(tmp_path.glob("groups/*/checkpoints/*"))  # noqa: E731
         lines = lambda: len(records.read_metrics(tmp_path / "seed_0" / "metrics.jsonl"))  # noqa: E731
         # 1. Killed while the first checkpoint is being written (saves slowed by the test hook).
         process = _train_process(tmp_path, delay=30.0)
-        _wait_for(lambda: checkpoints.exists() and any(checkpoints.iterdir()), process)
+        _wait_for(lambda: bool(steps()), process)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        assert train.Checkpoints(checkpoints).latest_step() is None  # half-written: ignored
+        assert Checkpoints(steps()[0].parent).latest_step() is None  # half-written: ignored
         # 2. Resumed, then killed at an arbitrary moment after the second checkpoint.
         process = _train_process(tmp_path)
         _wait_for(lambda: lines() >= 5, process)

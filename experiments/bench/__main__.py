@@ -45,10 +45,11 @@ and p10-p90 are reported; every table's contenders share the allocator and threa
 header gives. This process has no persistent compilation cache (its compile times are real
 compilations); the grid's gatelab contenders each start with an empty one.
 
-Time of the full form on a quiet 2-core AMD EPYC (AVX2): peak 10 s, throughput about 2 minutes,
-design 2, its allocator children 1, grid 4-5, memory 1. Every child has a timeout, so a hung
-contender is reported instead of stalling the suite. Run it on a quiet machine: a second user's
-work shows in every figure (PyTorch's two OpenMP threads suffer most when a core is taken).
+Time of the full form on the 2-core AMD EPYC of ``results/2026-11-27.md``: about 9-10 minutes
+(peak 10 s, throughput 2 minutes, design 1.5, its allocator children 1, grid 4-4.5, memory 0.5).
+Every child has a timeout, so a hung contender is reported instead of stalling the suite. Run
+it on a quiet machine: a second user's work shows in every figure (PyTorch's two OpenMP threads
+suffer most when a core is taken).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ run (NFG, seed 0) of 8 units and 20 steps, for ``python -m experiments.bench --q
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab.sweep import Sweep, grid
+from gatelab.study import Sweep, grid
 from gatelab.variants import GREFF
 
 MNIST1D = str(Path(__file__).resolve().parents[2] / "configs" / "mnist1d.py")

@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 
 from gatelab import report
-from gatelab.report import document, figures, stats
+from gatelab.report import analysis, figures, stats
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> list[Path]:
     metric = report.resolve_metric(runs, args.metric)
     baseline = report.resolve_baseline(runs, args.baseline)
     order = stats.variant_order(runs, baseline)
-    selection = document.selection_metric(runs, metric)
+    selection = analysis.selection_metric(runs, metric)
     # kind="random" asks for both views whatever the sweep's kind.
-    views = document.views(runs, metric, baseline, order, selection, kind="random")
+    views = analysis.views(runs, metric, baseline, order, selection, kind="random")
     panels = [figures.Panel(view.title.lower(), view.used, view.table) for view in views]
     figure = figures.box_figure(panels, metric, baseline, order, width=2 * figures.WIDTH)
     out = args.out or args.sweep / "report" / "figures" / "greff_fig3"

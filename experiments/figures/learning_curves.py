@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from gatelab import report
-from gatelab.report import document, figures, stats
+from gatelab.report import analysis, figures, stats
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     runs = report.load_runs(args.sweep)
     curves = report.load_curves(args.sweep, runs=runs)
     metric = report.resolve_metric(runs)
-    key = document.describe(runs, args.key) if args.key else document.selection_metric(runs, metric)
+    key = analysis.describe(runs, args.key) if args.key else analysis.selection_metric(runs, metric)
     order = stats.variant_order(runs, report.resolve_baseline(runs, args.baseline))
     band = stats.curve_band(curves, key.key, stats.usable(runs, metric))
     if not len(band):

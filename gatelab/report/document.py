@@ -12,7 +12,6 @@ Written into ``DIR/report/``::
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -22,21 +21,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gatelab import records as record_io
 from gatelab.report import figures as figures_lib
 from gatelab.report import load, stats, tables
+from gatelab.report.analysis import (
+    View,
+    common,
+    resolve_baseline,
+    resolve_metric,
+    selection_metric,
+    views,
+)
 from gatelab.report.metric import Metric, format_p, is_finite
 
-__all__ = [
-    "build_report",
-    "resolve_metric",
-    "resolve_baseline",
-    "describe",
-    "selection_metric",
-    "views",
-    "View",
-]
-
-BEST_FRACTION = 0.1  # Greff et al. Fig. 3, bottom row: the best 10% of trials by validation
+__all__ = ["build_report"]
 
 
 def build_report(
@@ -73,17 +71,17 @@ def build_report(
     directory = Path(directory)
     records = None
     if runs is None:
-        records = load.find_records(directory)
+        records = record_io.find(directory)
         runs = load.load_runs(records)
         if curves is None:
             curves = load.load_curves(directory, runs=runs)
     if curves is None:
         curves = _no_curves()
-    sweep = dict(records.sweep or {}) if records is not None else dict(runs.attrs.get("sweep", {}))
+    sweep = dict(records.index) if records is not None else dict(runs.attrs.get("sweep", {}))
     out = Path(out) if out is not None else directory / "report"
     out.mkdir(parents=True, exist_ok=True)
 
-    task = _common(runs, "task")
+    task = common(runs, "task")
     the_metric = resolve_metric(runs, metric)
     runs = runs.copy()
     if the_metric.key not in runs:
@@ -151,130 +149,13 @@ def build_report(
 
 
 # ----------------------------------------------------------------------------------------------
-# What is compared
-# ----------------------------------------------------------------------------------------------
-
-
-def resolve_metric(runs: pd.DataFrame, metric: str | None = None) -> Metric:
-    """The reported metric: ``metric`` (a key, or a bare name meaning ``test/<name>``) or
-    ``test/<primary metric>``; its direction and chance level from the summaries.
-
-    Raises:
-        ValueError: when ``metric`` is given and no run has it, or when there is no primary
-            metric to default to.
-    """
-    primary = _common(runs, "primary_metric")
-    if metric is None and primary is None:
-        raise ValueError("the records name no primary_metric (no run has a summary); pass a metric")
-    key = metric if metric is not None else f"test/{primary}"
-    key = key if "/" in key else f"test/{key}"
-    found = sorted(c for c in runs.columns if c.startswith(("test/", "eval/", "final/", "train/")))
-    # Without any metric in the records (no run got that far) there is nothing to check against.
-    if metric is not None and key not in runs and found:
-        raise ValueError(f"no run has the metric {key!r}; the records have: {', '.join(found)}")
-    return describe(runs, key)
-
-
-def describe(runs: pd.DataFrame, key: str) -> Metric:
-    """``key`` as a :class:`Metric`, with the task's direction and chance level where it is the
-    task's primary metric (from the summaries' ``primary_metric``, ``direction``, ``chance``)."""
-    chance = None
-    if "chance" in runs:
-        finite = pd.to_numeric(runs["chance"], errors="coerce").dropna()
-        chance = float(finite.iloc[0]) if len(finite) else None
-    return Metric.from_key(
-        key,
-        primary=_common(runs, "primary_metric"),
-        primary_direction=_common(runs, "direction"),
-        chance=chance,
-        task=_common(runs, "task"),
-    )
-
-
-def selection_metric(runs: pd.DataFrame, metric: Metric) -> Metric:
-    """The validation metric that selects runs (best 10%) and draws learning curves: the task's
-    primary metric on the validation set (``eval/<primary>``), else ``eval/<metric's name>``."""
-    return describe(runs, f"eval/{_common(runs, 'primary_metric') or metric.name}")
-
-
-def resolve_baseline(runs: pd.DataFrame, baseline: str | None = None) -> str:
-    """``baseline``, else ``vanilla`` when present, else the first variant of the sweep.
-
-    Raises:
-        ValueError: when ``baseline`` is not a variant of the records, or there are no runs.
-    """
-    variants = list(dict.fromkeys(runs["variant"]))
-    if not variants:
-        raise ValueError("the records hold no runs")
-    if baseline is not None:
-        if baseline not in variants:
-            raise ValueError(f"baseline {baseline!r} is not among the variants: {variants}")
-        return baseline
-    return "vanilla" if "vanilla" in variants else variants[0]
-
-
-@dataclasses.dataclass(frozen=True)
-class View:
-    """One way of choosing the runs that enter the comparison (all trials; best 10%).
-
-    Attributes:
-        title: the section's and the panel's title.
-        suffix: of its files (``table{suffix}.csv``, ``box{suffix}.png``).
-        note: how the runs were chosen.
-        used: the runs whose values are aggregated.
-        table: :func:`gatelab.report.stats.compare` of them.
-    """
-
-    title: str
-    suffix: str
-    note: str
-    used: pd.DataFrame
-    table: pd.DataFrame
-
-
-def views(
-    runs: pd.DataFrame,
-    metric: Metric,
-    baseline: str,
-    order: Sequence[str],
-    selection: Metric,
-    kind: str | None,
-) -> list[View]:
-    """All trials; for a random search also the best 10% by validation (Greff et al., Fig. 3)."""
-    used = stats.usable(runs, metric)
-    out = [
-        View(
-            "All runs",
-            "",
-            "Every completed run with a finite metric.",
-            used,
-            stats.compare(runs, metric, baseline, order, used=used),
-        )
-    ]
-    if kind == "random" and selection.key in runs:
-        best = stats.best_fraction(used, selection, BEST_FRACTION, order)
-        out.append(
-            View(
-                "Best 10% by validation",
-                "_best10",
-                f"Per variant, the best {BEST_FRACTION:.0%} of its completed runs (at least one) "
-                f"by `{selection.key}` ({selection.direction_words}); Greff et al.'s Fig. 3, "
-                "bottom row.",
-                best,
-                stats.compare(runs, metric, baseline, order, used=best),
-            )
-        )
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # Sections of report.md
 # ----------------------------------------------------------------------------------------------
 
 
 def _header(
     directory: Path,
-    records: load.Records | None,
+    records: record_io.Study | None,
     sweep: dict[str, Any],
     runs: pd.DataFrame,
     metric: Metric,
@@ -343,13 +224,8 @@ def _header(
         "- Tables: `table.csv` (raw values: an accuracy is a fraction) and `table.tex` (booktabs)"
         "; `runs.csv` has one row per run"
     )
-    if task == "chorales":
-        lines += [
-            "",
-            "> **Note:** `chorales` is a JSB-like set built from music21's corpus of Bach "
-            "chorales, not the JSB files of Boulanger-Lewandowski et al. (2012) that Greff et "
-            "al. used, so its numbers are not directly comparable with theirs.",
-        ]
+    for note in dict.fromkeys(runs.get("task_note", pd.Series(dtype=object)).dropna()):
+        lines += ["", f"> **Note:** {note}"]  # what the task says every report must say
     return "\n".join(lines)
 
 
@@ -422,40 +298,31 @@ def _sentences(table: pd.DataFrame, metric: Metric, baseline: str, task: str | N
 
 
 def _tuning_section(
-    records: load.Records | None, runs: pd.DataFrame, selection: Metric
+    records: record_io.Study | None, runs: pd.DataFrame, selection: Metric
 ) -> str | None:
-    """The learning rate chosen per variant in ``DIR/tune`` and the one its test runs used."""
+    """The learning rate chosen per setting in ``DIR/tune`` (``records.best_learning_rates``,
+    which the test stage trained at) and the one its test runs used."""
     if records is None or records.tune is None:
         return None
-    tune = load.load_runs(records.tune)
+    chosen = record_io.best_learning_rates(records.tune)
     lr = "hparams/lr"
-    if lr not in tune or selection.key not in tune:
-        return (
-            f"## Learning-rate tuning\n\n`{records.tune}` records no `{lr}` or `{selection.key}`."
-        )
-    used = stats.usable(tune, selection)
+    if not chosen:
+        return f"## Learning-rate tuning\n\n`{records.tune}` records no `{lr}`."
     rows = []
-    for variant in stats.variant_order(tune, None):
-        own = used[used["variant"] == variant]
-        tried = sorted(pd.to_numeric(tune.loc[tune["variant"] == variant, lr]).dropna().unique())
-        means = own.groupby(lr)[selection.key].agg(["mean", "count"])
-        if len(means):
-            best_lr = (
-                means["mean"].idxmax() if selection.direction == "max" else means["mean"].idxmin()
-            )
-            best = means.loc[best_lr]
-            decimals = selection.decimals([], means["mean"])
-            value = selection.format(best["mean"], decimals)
-            chosen = f"{best_lr:.3g} ({value}, n = {int(best['count'])})"
+    for tuned in chosen:
+        if tuned.lr is None:
+            best = "n/a (no completed run)"
         else:
-            chosen = "n/a (no completed run)"
-        in_test = runs.loc[runs["variant"] == variant, lr] if lr in runs else pd.Series()
+            mean, count = tuned.means[tuned.lr]
+            decimals = selection.decimals([], [m for m, _ in tuned.means.values()])
+            best = f"{tuned.lr:.3g} ({selection.format(mean, decimals)}, n = {count})"
+        in_test = runs.loc[runs["variant"] == tuned.variant, lr] if lr in runs else pd.Series()
         test_lrs = sorted(pd.to_numeric(in_test, errors="coerce").dropna().unique())
         rows.append(
             [
-                variant,
-                ", ".join(f"{v:.3g}" for v in tried),
-                chosen,
+                tuned.variant,
+                ", ".join(f"{v:.3g}" for v in tuned.tried),
+                best,
                 ", ".join(f"{v:.3g}" for v in test_lrs) or "(not in the test stage)",
             ]
         )
@@ -578,16 +445,6 @@ def _left_out_section(runs: pd.DataFrame) -> str | None:
 # ----------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------
-
-
-def _common(runs: pd.DataFrame, column: str) -> Any:
-    """The most frequent value of ``column`` (ties: the first seen), or ``None``."""
-    if column not in runs:
-        return None
-    values = runs[column].dropna()
-    if not len(values):
-        return None
-    return Counter(values).most_common(1)[0][0]
 
 
 def _varying(runs: pd.DataFrame) -> list[str]:

@@ -1,22 +1,15 @@
 """Records -> tidy tables: one row per run, and one row per (run, step, key) of the curves.
 
-The local record (DESIGN.md, "The record") is read without the training code. A directory is
-one of:
-
-* a sweep: ``DIR/sweep.json`` and one workdir per run, ``DIR/<run name>/``;
-* a two-stage sweep: ``DIR/tune/`` and ``DIR/test/``, each a sweep; the test stage is reported
-  and the tuning stage shown beside it;
-* a ``gatelab train`` workdir: ``DIR/seed_<k>/`` run dirs and no ``sweep.json``.
-
-The same tables come from the W&B public API through :func:`load_wandb`.
+The local record (``gatelab.records``: its one layout and its summary schema) is read without the
+training code: a directory of runs (a sweep, or a ``gatelab train`` workdir, which is a sweep of
+one group), or a two-stage study whose test stage is reported. The same tables come from the W&B
+public API through :func:`load_wandb`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -26,8 +19,6 @@ import pandas as pd
 from gatelab import records as record_io
 
 __all__ = [
-    "Records",
-    "find_records",
     "load_runs",
     "load_curves",
     "load_wandb",
@@ -35,9 +26,7 @@ __all__ = [
     "STATUSES",
 ]
 
-# A run's status, in the order the report counts them. ``pending`` also covers a run of the sweep
-# without any record (never started).
-STATUSES = ("completed", "diverged", "failed", "running", "pending")
+STATUSES = record_io.STATUSES
 _FINISHED = {"completed", "diverged", "failed"}
 # Keys of metrics.jsonl that learning curves use; gate statistics per step are left out by default
 # (the summary holds them at the end), since they are most of a line's size.
@@ -46,46 +35,7 @@ CURVE_PREFIXES = ("train/", "eval/")
 RUN_COLUMNS = ("name", "variant", "seed", "status", "group", "path")
 
 
-@dataclasses.dataclass(frozen=True)
-class Records:
-    """Where a directory's records are.
-
-    Attributes:
-        root: the directory whose runs are reported (``DIR/test`` for a two-stage sweep).
-        sweep: ``root/sweep.json`` as a dict, or ``None`` for a ``gatelab train`` workdir.
-        tune: ``DIR/tune`` of a two-stage sweep, when it holds a sweep.
-    """
-
-    root: Path
-    sweep: dict[str, Any] | None
-    tune: Path | None = None
-
-
-def find_records(directory: str | Path) -> Records:
-    """Which records ``directory`` holds (see the module docstring).
-
-    Raises:
-        FileNotFoundError: when ``directory`` holds neither a sweep nor any run.
-    """
-    directory = Path(directory)
-    if (directory / "test" / "sweep.json").exists():
-        tune = directory / "tune"
-        return Records(
-            directory / "test",
-            record_io.read_json(directory / "test" / "sweep.json"),
-            tune if (tune / "sweep.json").exists() else None,
-        )
-    if (directory / "sweep.json").exists():
-        return Records(directory, record_io.read_json(directory / "sweep.json"))
-    if not directory.is_dir() or not _run_dirs(directory):
-        raise FileNotFoundError(
-            f"{directory} holds no records: no sweep.json, no test/sweep.json and no run directory "
-            "(a subdirectory with config.json or summary.json)"
-        )
-    return Records(directory, None)
-
-
-def load_runs(directory: str | Path | Records) -> pd.DataFrame:
+def load_runs(directory: str | Path | record_io.Study) -> pd.DataFrame:
     """One row per run: ``name, variant, seed, status, group, path``, then every summary key.
 
     Also ``override/<key>`` for the run's sweep overrides, ``config/<dotted key>`` for its config,
@@ -95,25 +45,17 @@ def load_runs(directory: str | Path | Records) -> pd.DataFrame:
     when that is final (the process that wrote it died before it could say so).
 
     Args:
-        directory: a sweep, a two-stage sweep's parent, or a ``gatelab train`` workdir (or
-            its :func:`find_records`, when already found).
+        directory: a directory of runs or a two-stage study (or its ``records.find``).
 
     Returns:
-        The runs in the sweep's order (natural name order for a train workdir); the frame's
-        ``attrs["sweep"]`` holds ``sweep.json`` (empty for a train workdir) and ``attrs["root"]``
-        the directory read.
+        The runs in the index's order; the frame's ``attrs["sweep"]`` holds ``sweep.json`` and
+        ``attrs["root"]`` the directory read.
     """
-    records = directory if isinstance(directory, Records) else find_records(directory)
-    rows = []
-    if records.sweep is not None:
-        for entry in records.sweep.get("runs", []):
-            rows.append(_run_row(records.root / entry["name"], entry))
-    else:
-        for run_dir in _run_dirs(records.root):
-            rows.append(_run_row(run_dir, {"name": run_dir.name}))
+    study = directory if isinstance(directory, record_io.Study) else record_io.find(directory)
+    rows = [_run_row(study.root / entry["name"], entry) for entry in study.index.get("runs", [])]
     runs = _frame(rows)
-    runs.attrs["sweep"] = dict(records.sweep or {})
-    runs.attrs["root"] = str(records.root)
+    runs.attrs["sweep"] = dict(study.index)
+    runs.attrs["root"] = str(study.root)
     return runs
 
 
@@ -224,7 +166,8 @@ _WANDB_STATES = {"finished": "completed", "running": "running", "pending": "pend
 
 def _run_row(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """One run's row from its directory and its ``sweep.json`` entry."""
-    summary = record_io.read_json_or_none(run_dir / "summary.json") or {}
+    found = record_io.read_summary(run_dir)
+    summary = found.to_json() if found is not None else {}
     stored = record_io.read_json_or_none(run_dir / "config.json") or {}
     config = record_io.flatten(stored.get("config", {}))
     config.update({f"resolved.{k}": v for k, v in stored.get("resolved", {}).items()})
@@ -333,18 +276,6 @@ def _concat_curves(frames: list[pd.DataFrame]) -> pd.DataFrame:
     curves["step"] = curves["step"].astype(int)
     curves["value"] = curves["value"].astype(float)
     return curves
-
-
-def _run_dirs(directory: Path) -> list[Path]:
-    """Subdirectories holding a run record, in natural order (``seed_2`` before ``seed_10``)."""
-    found = [
-        d
-        for d in directory.iterdir()
-        if d.is_dir() and ((d / "config.json").exists() or (d / "summary.json").exists())
-    ]
-    return sorted(
-        found, key=lambda d: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", d.name)]
-    )
 
 
 def _plain(value: Any) -> Any:

@@ -1,37 +1,21 @@
 """A metric as a report shows it: its direction, its units, its chance level and its formatting.
 
 Records keep raw values (an accuracy is a fraction in [0, 1]); only what a reader sees is scaled
-(accuracy as a percentage) and rounded. Keys follow the record: ``test/<m>`` is the test metric at
-the best-validation parameters, ``eval/<m>`` the best validation value, ``final/test/<m>`` the
-test metric at the last step.
+(a fraction whose unit is ``%`` as a percentage) and rounded. Keys follow the record: ``test/<m>``
+is the test metric at the best-validation parameters, ``eval/<m>`` the best validation value,
+``final/test/<m>`` the test metric at the last step. What a metric is called, its unit and its
+direction are the task's words, written into every run's summary (``labels/<m>``, ``units/<m>``,
+``directions/<m>``): the report knows no task.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 __all__ = ["Metric", "format_p", "is_finite"]
 
-# What a metric is called on an axis, and its unit. The unit of a loss depends on what it averages
-# over, which is the task's choice: (task, metric) entries override the metric-wide ones.
-_WORDS: dict[str, tuple[str, str]] = {
-    "accuracy": ("accuracy", "%"),
-    "mse": ("MSE", ""),
-    "nll": ("NLL", "nats/frame"),
-    "bpc": ("bits per character", ""),
-    "loss": ("cross-entropy", "nats"),
-}
-_TASK_WORDS: dict[tuple[str, str], tuple[str, str]] = {
-    ("copy", "loss"): ("cross-entropy", "nats/step"),
-    ("copy", "accuracy"): ("recall accuracy", "%"),
-    ("shakespeare", "accuracy"): ("next-character accuracy", "%"),
-    ("mnist1d", "loss"): ("cross-entropy", "nats/example"),
-    ("digits", "loss"): ("cross-entropy", "nats/example"),
-}
-# Only accuracies are better when higher; every other metric gatelab logs is a loss.
-_HIGHER_IS_BETTER = {"accuracy"}
 _SPLITS = {
     "test": "test",
     "eval": "validation",
@@ -49,13 +33,15 @@ class Metric:
         key: the summary key, e.g. ``test/accuracy``.
         direction: ``max`` when higher is better, else ``min``.
         chance: the metric's value for the trivial predictor, where the task gives it.
-        task: the task's name (it decides some units).
+        name_label: what the metric is called (``cross-entropy``); its name by default.
+        unit: its unit (``nats/step``), ``%`` for a fraction shown as a percentage.
     """
 
     key: str
     direction: str
     chance: float | None = None
-    task: str | None = None
+    name_label: str = ""
+    unit: str = ""
 
     @classmethod
     def from_key(
@@ -65,7 +51,9 @@ class Metric:
         primary: str | None = None,
         primary_direction: str | None = None,
         chance: float | None = None,
-        task: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        units: Mapping[str, str] | None = None,
+        directions: Mapping[str, str] | None = None,
     ) -> Metric:
         """The metric ``key``; the task's own direction and chance apply to its primary metric.
 
@@ -74,7 +62,8 @@ class Metric:
             primary: the task's primary metric name (``summary.json`` ``primary_metric``).
             primary_direction: its direction (``summary.json`` ``direction``).
             chance: the primary metric's chance level (``summary.json`` ``chance``).
-            task: the task's name.
+            labels, units, directions: per metric name, the task's words for it, its unit and
+                its direction (``summary.json`` ``labels/<m>``, ``units/<m>``, ``directions/<m>``).
         """
         if "/" not in key:
             key = f"test/{key}"
@@ -83,8 +72,10 @@ class Metric:
         if is_primary and primary_direction in ("max", "min"):
             direction = primary_direction
         else:
-            direction = "max" if name in _HIGHER_IS_BETTER else "min"
-        return cls(key, direction, chance if is_primary else None, task)
+            direction = (directions or {}).get(name) or "min"
+        label = (labels or {}).get(name) or name
+        unit = (units or {}).get(name) or ""
+        return cls(key, direction, chance if is_primary else None, label, unit)
 
     @property
     def name(self) -> str:
@@ -96,7 +87,8 @@ class Metric:
 
     @property
     def percent(self) -> bool:
-        return self.name == "accuracy"
+        """A fraction shown as a percentage."""
+        return self.unit == "%"
 
     @property
     def scale(self) -> float:
@@ -106,15 +98,7 @@ class Metric:
     @property
     def words(self) -> str:
         """``test accuracy``, ``validation NLL``."""
-        name, _ = _TASK_WORDS.get(
-            (self.task or "", self.name), _WORDS.get(self.name, (self.name, ""))
-        )
-        return f"{_SPLITS.get(self.split, self.split)} {name}".strip()
-
-    @property
-    def unit(self) -> str:
-        _, unit = _TASK_WORDS.get((self.task or "", self.name), _WORDS.get(self.name, ("", "")))
-        return unit
+        return f"{_SPLITS.get(self.split, self.split)} {self.name_label or self.name}".strip()
 
     @property
     def label(self) -> str:

@@ -1,11 +1,11 @@
 """Statistics of a sweep: per-variant aggregates, Welch's t-test and Holm's correction.
 
-Greff et al.'s protocol (REFERENCE.md section 1.3): each variant's test metric is compared with
-the baseline's (vanilla) by Welch's t-test, over all trials and over the best 10% of trials by
-validation. Only completed runs with a finite metric enter a mean or a test; diverged and failed
-runs are counted beside them. With several variants tested against one baseline, the p-values are
-adjusted by Holm's step-down method, which controls the family-wise error rate at ``alpha``
-without assuming independent tests.
+Greff et al.'s protocol (docs/reference.md, section 3): each variant's test metric is compared
+with the baseline's (vanilla) by Welch's t-test, over all trials and over the best 10% of trials
+by validation. Only completed runs with a finite metric enter a mean or a test; diverged and
+failed runs are counted beside them. With several variants tested against one baseline, the
+p-values are adjusted by Holm's step-down method, which controls the family-wise error rate at
+``alpha`` without assuming independent tests.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 
+from gatelab import records
 from gatelab.report.metric import Metric
 
 __all__ = [
@@ -232,14 +233,19 @@ def gate_table(
         Columns ``variant, layer, gate, stat, n, mean, std`` (n runs; std over runs, ddof = 1).
     """
     columns = ["variant", "layer", "gate", "stat", "n", "mean", "std"]
-    keys = [c for c in used.columns if c.startswith("gates/") and c.count("/") == 3]
-    if not keys or not len(used):
+    found = records.gate_columns(used.columns)
+    if not found or not len(used):
         return pd.DataFrame(columns=columns)
+    keys = [column for column, *_ in found]
     long = used[["name", "variant", *keys]].melt(id_vars=["name", "variant"], var_name="key")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value"])
-    parts = long["key"].str.split("/", expand=True)
-    long = long.assign(layer=parts[1], gate=parts[2], stat=parts[3])
+    parts = {column: rest for column, *rest in found}
+    long = long.assign(
+        layer=long["key"].map(lambda k: parts[k][0]),
+        gate=long["key"].map(lambda k: parts[k][1]),
+        stat=long["key"].map(lambda k: parts[k][2]),
+    )
     if average_layers:
         long = (
             long.groupby(["name", "variant", "gate", "stat"], sort=False)["value"]

@@ -1,4 +1,5 @@
-"""Tasks: each owns its data, its loss and its metrics (DESIGN.md, "Tasks"; protocol in ``base``).
+"""Tasks: each owns its data, its loss and its metrics (docs/design.md, "Tasks"; protocol in
+``base``).
 
     from gatelab import tasks
     task = tasks.get("copy", delay=200)
@@ -27,7 +28,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from gatelab.tasks.base import Batch, Task, masked_steps
+from gatelab.tasks.base import Batch, MetricInfo, Task, masked_steps, pad_examples
 from gatelab.tasks.chorales import Chorales
 from gatelab.tasks.classification import MNIST1D, Digits
 from gatelab.tasks.shakespeare import Shakespeare
@@ -38,10 +39,12 @@ __all__ = [
     "NAMES",
     "Task",
     "Batch",
+    "MetricInfo",
     "get",
     "arguments",
     "check_arguments",
     "masked_steps",
+    "pad_examples",
 ]
 
 TASKS: dict[str, type] = {

@@ -23,15 +23,32 @@ batches averages exactly: the metric is ``sum(total) / sum(weight)`` over all ba
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 
-__all__ = ["Task", "Batch", "TargetKind", "masked_steps"]
+__all__ = ["Task", "Batch", "MetricInfo", "TargetKind", "masked_steps", "pad_examples"]
 
 Batch = dict[str, jax.Array]
 TargetKind = Literal["class", "value", "step_class", "step_binary"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricInfo:
+    """What a report must say about one of a task's metrics (written into every run's record,
+    so that the report never needs to know the task).
+
+    Attributes:
+        label: its name in words, e.g. ``"cross-entropy"``, ``"recall accuracy"``.
+        unit: e.g. ``"nats/step"``; ``"%"`` for a fraction that a reader sees as a percentage.
+        direction: ``"max"`` when higher is better, else ``"min"``.
+    """
+
+    label: str
+    unit: str = ""
+    direction: Literal["min", "max"] = "min"
 
 
 @runtime_checkable
@@ -47,6 +64,8 @@ class Task(Protocol):
     primary_metric: str  # a key of ``metrics``, e.g. "accuracy"
     direction: Literal["min", "max"]  # whether lower or higher ``primary_metric`` is better
     chance: float  # ``primary_metric`` of the trivial predictor (plots draw it)
+    metric_info: dict[str, MetricInfo]  # every key of ``metrics``: label, unit, direction
+    note: str  # what every report of the task must say ("" for none)
 
     def train_data(self) -> dict[str, jax.Array]:
         """Arrays the training batches are drawn from (empty for synthetic tasks)."""
@@ -75,3 +94,11 @@ def masked_steps(batch: Batch, steps: int) -> jax.Array | None:
     if lengths is None:
         return None
     return (jax.numpy.arange(steps)[None, :] < lengths[:, None]).astype(jax.numpy.float32)
+
+
+def pad_examples(values: np.ndarray, size: int) -> np.ndarray:
+    """``values`` with its last example repeated up to ``size`` examples (a padded eval batch)."""
+    missing = size - len(values)
+    if not missing:
+        return values
+    return np.concatenate([values, np.repeat(values[-1:], missing, axis=0)])

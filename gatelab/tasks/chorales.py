@@ -62,7 +62,7 @@ import numpy as np
 import optax
 
 from gatelab.tasks import cache
-from gatelab.tasks.base import Batch, masked_steps
+from gatelab.tasks.base import Batch, MetricInfo, masked_steps
 
 __all__ = ["Chorales", "KEYS", "LOWEST_KEY", "MIN_FRAMES"]
 
@@ -196,6 +196,12 @@ class Chorales:
     target_kind: Literal["step_binary"] = "step_binary"
     primary_metric = "nll"
     direction: Literal["min"] = "min"
+    metric_info = {"nll": MetricInfo("NLL", "nats/frame")}
+    note = (
+        "`chorales` is a JSB-like set built from music21's corpus of Bach chorales, not the JSB "
+        "files of Boulanger-Lewandowski et al. (2012) that Greff et al. used, so its numbers are "
+        "not directly comparable with theirs."
+    )
 
     def __init__(self, limit: int | None = None):
         if limit is not None and (not isinstance(limit, int) or limit < 1):

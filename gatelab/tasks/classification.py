@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from gatelab.tasks import cache
-from gatelab.tasks.base import Batch
+from gatelab.tasks.base import Batch, MetricInfo
 
 __all__ = ["MNIST1D", "Digits"]
 
@@ -42,6 +42,11 @@ class _Classification:
     primary_metric = "accuracy"
     direction: Literal["max"] = "max"
     chance = 0.1  # a uniform guess over ten (near-)balanced classes
+    metric_info = {
+        "accuracy": MetricInfo("accuracy", "%", "max"),
+        "loss": MetricInfo("cross-entropy", "nats/example"),
+    }
+    note = ""
 
     name: str
     input_size: int

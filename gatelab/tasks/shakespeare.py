@@ -43,7 +43,7 @@ import numpy as np
 import optax
 
 from gatelab.tasks import cache
-from gatelab.tasks.base import Batch
+from gatelab.tasks.base import Batch, MetricInfo
 
 __all__ = ["Shakespeare", "clean_markdown"]
 
@@ -92,6 +92,11 @@ class Shakespeare:
     target_kind: Literal["step_class"] = "step_class"
     primary_metric = "bpc"
     direction: Literal["min"] = "min"
+    metric_info = {
+        "bpc": MetricInfo("bits per character"),
+        "accuracy": MetricInfo("next-character accuracy", "%", "max"),
+    }
+    note = ""
 
     def __init__(self, seq_len: int = 128):
         if seq_len < 1:

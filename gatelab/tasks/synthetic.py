@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gatelab.tasks.base import Batch
+from gatelab.tasks.base import Batch, MetricInfo
 
 __all__ = ["Adding", "Copy"]
 
@@ -60,7 +60,9 @@ class Adding:
     primary_metric = "mse"
     direction: Literal["min"] = "min"
     chance = 1.0 / 6.0
-    literature_chance = 0.1767  # REFERENCE.md section 5: quoted for "always predict 1"
+    literature_chance = 0.1767  # docs/reference.md, "Adding problem": quoted for "always predict 1"
+    metric_info = {"mse": MetricInfo("MSE")}
+    note = ""
 
     def __init__(self, length: int = 100, eval_size: int = 1000):
         if length < 2:
@@ -139,6 +141,11 @@ class Copy:
     target_kind: Literal["step_class"] = "step_class"
     primary_metric = "loss"
     direction: Literal["min"] = "min"
+    metric_info = {
+        "loss": MetricInfo("cross-entropy", "nats/step"),
+        "accuracy": MetricInfo("recall accuracy", "%", "max"),
+    }
+    note = ""
     symbols = 8  # data symbols 0-7
     blank = 8
     delimiter = 9
