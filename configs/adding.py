@@ -1,4 +1,4 @@
-"""The adding problem (REFERENCE.md section 5): remember two marked values, output their sum.
+"""The adding problem (docs/reference.md, section 7): remember two marked values, output their sum.
 
     gatelab train configs/adding.py --workdir runs/adding
     gatelab train configs/adding.py:quick --workdir /tmp/adding      # seconds, for tests

@@ -1,4 +1,4 @@
-"""The forget-gate bias (Jozefowicz et al. 2015, REFERENCE.md section 2) on the adding problem.
+"""The forget-gate bias (Jozefowicz et al. 2015, docs/reference.md 4.6) on the adding problem.
 
     gatelab sweep experiments/forget_bias.py --workdir runs/forget-bias
     gatelab report runs/forget-bias --baseline lstm

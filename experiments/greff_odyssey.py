@@ -1,4 +1,4 @@
-"""Greff et al.'s search space ("LSTM: A Search Space Odyssey", REFERENCE.md 1.3) on Bach chorales.
+"""Greff et al.'s search space ("LSTM: A Search Space Odyssey", docs/reference.md 3) on chorales.
 
     gatelab sweep experiments/greff_odyssey.py:small --workdir runs/odyssey   # 9 x 20 trials
     gatelab report runs/odyssey      # all trials and the best 10% by validation, Welch vs vanilla

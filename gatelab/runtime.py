@@ -2,7 +2,7 @@
 
 Nothing here runs at import time (``jax.config.update`` belongs in entry points: the CLI, a
 sweep's worker processes, the benchmark suite and the tests' conftest). The measurements behind
-each setting are in ``experiments/bench/results/2026-11-30.md``.
+each setting are in ``experiments/bench/results/2026-11-27.md``.
 """
 
 from __future__ import annotations

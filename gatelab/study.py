@@ -2,7 +2,7 @@
 
 A config file's ``sweep(arg=None)`` returns a ``Sweep``: a list of override dicts built with
 ``grid`` (a cartesian product), ``zipped`` (axes side by side) or ``random`` (a seeded random
-search in the style of Greff et al., docs/reference.md, "Greff et al.'s protocol"), and added
+search in the style of Greff et al., docs/reference.md, section 3), and added
 together with ``+``. Nothing here runs anything: ``gatelab.sweep`` expands, groups and trains.
 
     from gatelab.study import grid, random, log_uniform

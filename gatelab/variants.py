@@ -1,4 +1,4 @@
-"""Named variants: the cells of the literature as specs (REFERENCE.md sections 1-3).
+"""Named variants: the cells of the literature as specs (docs/reference.md, sections 2-6).
 
 Greff et al.'s eight variants change exactly one thing of ``vanilla`` (their LSTM with
 peepholes) and are compared with it; ``lstm`` is the common modern cell (no peepholes, forget

@@ -6,7 +6,7 @@ from pathlib import Path
 import hypothesis
 import jax
 
-# Silent broadcasting bugs fail loudly (STYLE.md, after equinox).
+# Silent broadcasting bugs fail loudly (after equinox).
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # Compiled programs are reused across test sessions: most of a cold run is XLA compilation.
 _cache = Path(os.environ.get("GATELAB_JAX_CACHE", Path.home() / ".cache" / "gatelab" / "jax"))

@@ -1,4 +1,6 @@
-"""An independent reference: plain NumPy, written straight from REFERENCE.md's equations.
+"""An independent reference: plain NumPy, written straight from the papers' equations.
+
+The equations and their sources: docs/reference.md.
 
 Nothing here imports gatelab. Each function takes inputs ``x`` (b, t, d) and a parameter dict in
 gatelab's naming (``params[part][kernel_x | kernel_h | bias | peephole | bias_h]``), runs the
@@ -31,7 +33,7 @@ def _affine(p, x, h=None):
 
 
 def greff_lstm(x, params, variant="vanilla", trace=None):
-    """Greff et al. (2017), REFERENCE.md 1.1 and the eight variants of 1.2.
+    """Greff et al. (2017), docs/reference.md sections 2-3.
 
     ``variant`` in vanilla, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, FGR, or ``lstm`` (= NP).
     Vanilla::
@@ -97,7 +99,7 @@ def greff_lstm(x, params, variant="vanilla", trace=None):
 
 
 def gru(x, params, reset_after=True):
-    """GRU (Cho et al. 2014) with Chung et al.'s interpolation, REFERENCE.md section 3::
+    """GRU (Cho et al. 2014) with Chung et al.'s interpolation, docs/reference.md section 4::
 
     r = sigma(W_r x + U_r h + b_r);   u = sigma(W_u x + U_u h + b_u)
     reset after:  h~ = tanh(W x + b + r . (U h + b_h))       (PyTorch, cuDNN, Flax)
@@ -126,7 +128,7 @@ def gru(x, params, reset_after=True):
 
 
 def mgu(x, params):
-    """MGU (Zhou et al. 2016), REFERENCE.md section 3, its one gate stored as ``update``::
+    """MGU (Zhou et al. 2016), docs/reference.md 4.2, its one gate stored as ``update``::
 
     f_t = sigma(W_f x_t + U_f h_{t-1} + b_f)
     h^_t = tanh(W_h x_t + U_h (f_t . h_{t-1}) + b_h)
@@ -148,7 +150,7 @@ def mgu(x, params):
 
 
 def janet(x, params, beta=1.0):
-    """JANET (van der Westhuizen & Lasenby 2018), REFERENCE.md section 3::
+    """JANET (van der Westhuizen & Lasenby 2018), docs/reference.md section 4::
 
     s_t = U_f h_{t-1} + W_f x_t + b_f
     c~_t = tanh(U_c h_{t-1} + W_c x_t + b_c)
@@ -170,7 +172,7 @@ def janet(x, params, beta=1.0):
 
 
 def ugrnn(x, params, forget_bias=1.0):
-    """UGRNN (Collins et al. 2017) as TF contrib computes it, REFERENCE.md section 3::
+    """UGRNN (Collins et al. 2017) as TF contrib computes it, docs/reference.md section 4::
 
         [g~, c~] = W [x; h] + b;  c = tanh(c~);  g = sigma(g~ + forget_bias)
         h_t = g . h_{t-1} + (1 - g) . c
@@ -202,7 +204,7 @@ def _g(v):
 
 
 def mingru(x, params):
-    """minGRU (Feng et al. 2024), REFERENCE.md section 3, sequential form with ``g``::
+    """minGRU (Feng et al. 2024), docs/reference.md section 5, sequential form with ``g``::
 
     z_t = sigma(Lin(x_t));  h~_t = g(Lin(x_t));  h_t = (1 - z_t) . h_{t-1} + z_t . h~_t
     """
@@ -219,7 +221,7 @@ def mingru(x, params):
 
 
 def minlstm(x, params):
-    """minLSTM (Feng et al. 2024), REFERENCE.md section 3::
+    """minLSTM (Feng et al. 2024), docs/reference.md section 5::
 
     f_t = sigma(Lin(x_t)), i_t = sigma(Lin(x_t)), h~_t = g(Lin(x_t))
     f'_t = f_t / (f_t + i_t), i'_t = i_t / (f_t + i_t);  h_t = f'_t . h_{t-1} + i'_t . h~_t

@@ -55,7 +55,7 @@ def run(module, params, x, **kwargs):
 
 
 def test_parameter_counts_closed_form():
-    """The closed forms of the literature (REFERENCE.md 1.2 and 3)."""
+    """The closed forms of the literature (docs/reference.md, sections 2-5)."""
     block = D * H + H * H + H
     expected = {
         "lstm": 4 * block,

@@ -132,7 +132,7 @@ def test_same_key_same_batch_other_key_other_batch(name):
 
 @pytest.mark.parametrize("name", ["copy", "mnist1d", "chorales", "shakespeare"])  # one per kind
 def test_batches_under_vmap_match_single_draws(name):
-    # A group of runs draws its batches under jax.vmap over the runs' keys (DESIGN.md).
+    # A group of runs draws its batches under jax.vmap over the runs' keys (docs/design.md).
     task = fast(name)
     data, keys = task.train_data(), jax.random.split(jax.random.key(9), 2)
     stacked = jax.jit(jax.vmap(lambda key: task.train_batch(data, key, 6)))(keys)

@@ -1,4 +1,4 @@
-"""The GRU family, with ``update`` the fraction written (docs/reference.md, "GRU"): the GRU in
+"""The GRU family, with ``update`` the fraction written (docs/reference.md, section 4): the GRU in
 both reset placements, MGU, UGRNN.
 
 Notation: ``b`` batch, ``d`` input features, ``H`` hidden features. Carry: ``h`` (b, H).
@@ -42,7 +42,7 @@ Array = jax.Array
 class GRUSpec(SpecBase):
     """A GRU cell (Cho et al. 2014) in the convention where ``update`` is the fraction written.
 
-    Equations (docs/reference.md, "GRU"; Chung et al.'s interpolation)::
+    Equations (docs/reference.md, section 4; Chung et al.'s interpolation)::
 
         u_t = gate(update): sigma(W_u x_t + U_u h_{t-1} + b_u)
         r_t = gate(reset):  sigma(W_r x_t + U_r h_{t-1} + b_r)

@@ -1,4 +1,4 @@
-"""The LSTM family: Greff et al.'s cell with every part ablatable (docs/reference.md, "LSTM").
+"""The LSTM family: Greff et al.'s cell with every part ablatable (docs/reference.md, section 2).
 
 Notation: ``b`` batch, ``d`` input features, ``H`` hidden features, ``G`` the learned gates.
 Carry ``(c, h)`` as in Flax, ``(c, h, a)`` with full gate recurrence (``a`` the previous step's
@@ -43,7 +43,7 @@ Array = jax.Array
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class LSTMSpec(SpecBase):
-    """An LSTM cell: Greff et al. (2017), with every part ablatable (docs/reference.md, "LSTM").
+    """An LSTM cell: Greff et al. (2017), with every part ablatable (docs/reference.md, section 2).
 
     Equations (``sigma`` the logistic sigmoid; ``[...]`` present only where switched on)::
 

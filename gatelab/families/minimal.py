@@ -1,5 +1,5 @@
 """The minimal family, whose gates see only ``x_t``: minGRU and minLSTM (Feng et al. 2024;
-docs/reference.md, "Min family").
+docs/reference.md, section 5).
 
 Both are linear recurrences ``h_t = a_t * h_{t-1} + b_t`` with ``a, b`` functions of ``x`` alone:
 the family gives its coefficients and ``gatelab.rnn.linear_scan`` runs them (sequentially, as an

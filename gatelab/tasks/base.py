@@ -1,4 +1,4 @@
-"""The Task protocol: a task owns its data and its loss (DESIGN.md, "Tasks").
+"""The Task protocol: a task owns its data and its loss (docs/design.md, "Tasks").
 
 A batch is a dict of arrays:
 

@@ -1,4 +1,4 @@
-"""The dataset cache: arrays built once, kept as ``.npz`` under ``$GATELAB_DATA`` (DESIGN.md).
+"""The dataset cache: arrays built once, kept as ``.npz`` under ``$GATELAB_DATA`` (docs/design.md).
 
 A cache file is ``<data_dir>/<name>.npz`` and holds the arrays a builder returned plus two
 bookkeeping entries: ``__version__`` (the builder's version key: the format version of the gatelab
