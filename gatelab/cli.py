@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="N",
         help="train groups in N processes, each pinned to a core (default auto: one per core "
-        "on the CPU, measured 1.6x faster than one process on 2 cores; 1: in this process)",
+        "on the CPU, one process on an accelerator; 1: in this process)",
     )
     p.add_argument(
         "--max-group", type=int, default=64, help="most runs in one compiled program (default 64)"

@@ -447,7 +447,7 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}={value!r} must be positive")
-    for key in ("eval_every", "checkpoint_every"):
+    for key in ("steps", "eval_every", "checkpoint_every"):
         value = getattr(config.run, key)
         if value % config.run.log_every:
             raise ConfigError(

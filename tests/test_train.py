@@ -332,6 +332,7 @@ class TestResume:
         ("model.spec.forget=closed", ["model.spec", "forget", "'open'"]),
         ("task.args.lenght=5", ["task.args", "lenght", "length"]),
         ("run.seeds=0,x", ["run.seeds", "integer"]),
+        ("run.steps=130", ["run.steps=130", "multiple of run.log_every=50"]),
     ],
 )
 def test_bad_overrides_exit_2_and_write_nothing(tmp_path, capsys, override, words):
