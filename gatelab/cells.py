@@ -97,7 +97,7 @@ class GatedCell(nn.RNNCellBase):
         if family.step is not None:
             carry, h, gates = family.step(self.spec, pre, carry, consts)
         else:  # a linear recurrence: h' = a * h + b
-            a, b, gates = family.coefficients(self.spec, pre)
+            a, b, gates = family.coefficients(self.spec, pre, consts)
             h = b if a is None else a * carry + b
             carry = h
         if gates:  # one dict: a sow named "forget" would clash with the submodule "forget"

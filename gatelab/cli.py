@@ -34,19 +34,7 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 
 
 def _gate_summary(spec: families.Spec) -> str:
-    words = []
-    for gate in spec.gates:
-        kind, source = spec.mode(gate)
-        match kind:
-            case "learned":
-                words.append(f"{gate}: learned")
-            case "open":
-                words.append(f"{gate}: removed (constant 1)")
-            case "complement":
-                words.append(f"{gate}: 1 - {source}")
-            case "shared":
-                words.append(f"{gate}: shares {source}")
-    return "; ".join(words)
+    return "; ".join(f"{gate}: {spec.describe_gate(gate)}" for gate in spec.gates)
 
 
 def _equations(spec: families.Spec) -> str:

@@ -28,6 +28,9 @@ from gatelab.report import figures as figure_style
 
 __all__ = ["inspect_run", "inspect_compare", "capture", "capturer", "gradient_flow"]
 
+# What a layer sows besides its gates: states, drawn as states (not in [0, 1]).
+STATES = ("cell", "normaliser", "hidden")
+
 
 def _batch(data: dict[str, np.ndarray], begin: int, end: int) -> dict[str, jax.Array]:
     return {k: jnp.asarray(v[begin:end]) for k, v in data.items()}
@@ -96,7 +99,7 @@ def _sums(captured: dict[str, dict[str, np.ndarray]], valid, real: int) -> dict[
     """``gates.example_sums`` of the captured gates (not the states) of the first ``real``
     examples."""
     values = {
-        layer: {n: jnp.asarray(v) for n, v in named.items() if n not in ("cell", "hidden")}
+        layer: {n: jnp.asarray(v) for n, v in named.items() if n not in STATES}
         for layer, named in captured.items()
     }
     return {
@@ -160,7 +163,7 @@ def inspect_run(
         valid = np.ones(batch["inputs"].shape[:2], bool) if steps is None else np.asarray(steps) > 0
         for layer, values in captured.items():
             for name, value in values.items():
-                if name not in ("cell", "hidden"):
+                if name not in STATES:
                     pooled.setdefault((layer, name), []).append(value[:real][valid[:real]].ravel())
     flow = gradient_flow(run, _batch(data, 0, min(64, size)))
 
@@ -242,7 +245,7 @@ def _draw_run(run, layers, shown, removed, pooled, flow, out: Path) -> None:
     with figure_style.style():
         order = lambda values: [  # noqa: E731
             *[g for g in run.model.spec.gates if g in values or g in removed],
-            *[n for n in ("cell", "hidden") if n in values],
+            *[n for n in STATES if n in values],
         ]
         for k in range(shown["targets"].shape[0]):
             length = int(shown["lengths"][k]) if "lengths" in shown else shown["inputs"].shape[1]
@@ -262,7 +265,7 @@ def _draw_run(run, layers, shown, removed, pooled, flow, out: Path) -> None:
                     title = f"{layer}: {name} (removed: constant 1)"
                 else:
                     title = f"{layer}: {name}"
-                gate = name not in ("cell", "hidden")
+                gate = name not in STATES
                 bound = float(np.abs(value).max()) or 1.0
                 image = axis.imshow(
                     value.T,

@@ -138,6 +138,15 @@ class SequenceModel(nn.Module):
         outputs = nn.Dense(self.output_size, name="head")(features)
         return (outputs, final_carries) if return_carries else outputs
 
+    @nn.nowrap
+    def constrain(self, params: dict) -> dict:
+        """Every layer's parameters after the family's projection (``families.constrain``:
+        IndRNN's bound on its recurrent weights); the same tree for families without one."""
+        return {
+            name: families.constrain(self.spec, value) if name.startswith("layer") else value
+            for name, value in params.items()
+        }
+
     def step(self, carries: dict, inputs: Array) -> tuple[dict, Array]:
         """One time step of a per-step model (a language model generating text).
 
@@ -171,9 +180,25 @@ def build_model(config: Config, task: Task, hidden: int | None = None) -> Sequen
         raise ValueError(f"model.encoder=linear cannot take token ids ({task.name})")
     if encoder == "embedding" and task.input_kind != "tokens":
         raise ValueError(f"model.encoder=embedding needs token inputs; {task.name} has reals")
+    family = families.family(config.spec)
+    if config.model.backward == "fused" and not family.fused_backward:
+        raise ValueError(
+            f"model.backward=fused: the hand-written backward needs one dense recurrent kernel, "
+            f"which {type(config.spec).__name__} has not; allowed: autodiff"
+        )
+    hidden = hidden or config.model.hidden
+    width = config.model.embed or hidden
+    features = task.input_size if encoder == "none" else width
+    directions = 2 if config.model.bidirectional else 1
+    for layer in range(config.model.layers):  # sizes a spec cannot take: before any parameter
+        try:
+            families.check_sizes(config.spec, features, hidden)
+        except ValueError as error:
+            raise ValueError(f"model.spec (layer {layer}, input {features}): {error}") from None
+        features = directions * hidden
     return SequenceModel(
         spec=config.spec,
-        hidden=hidden or config.model.hidden,
+        hidden=hidden,
         output_size=task.output_size,
         layers=config.model.layers,
         bidirectional=config.model.bidirectional,
@@ -210,7 +235,8 @@ def solve_hidden(config: Config, task: Task) -> int:
     """The hidden size whose model has the parameter count closest to ``model.match_params``'s.
 
     The target is the count of the same model with the variant ``model.match_params`` at
-    ``model.hidden``; the result is searched over 1..4 * hidden (ties go to the larger size).
+    ``model.hidden``; the result is searched over the sizes 1..4 * hidden that the spec can take
+    (ties go to the larger size).
     """
     reference_config = dataclasses.replace(
         config, model=dataclasses.replace(config.model, variant=config.model.match_params, spec={})
@@ -218,7 +244,11 @@ def solve_hidden(config: Config, task: Task) -> int:
     target = model_param_count(build_model(reference_config, task), task.input_size, task.seq_len)
     best = None
     for hidden in range(1, 4 * config.model.hidden + 1):
-        count = model_param_count(build_model(config, task, hidden), task.input_size, task.seq_len)
+        try:
+            model = build_model(config, task, hidden)
+        except ValueError:  # a size the spec cannot take (heads that do not divide it, ...)
+            continue
+        count = model_param_count(model, task.input_size, task.seq_len)
         gap = abs(count - target)
         if best is None or gap <= best[0]:
             best = (gap, hidden)

@@ -62,7 +62,7 @@ def _run_cell(cell, read, params, x, carry, mask, consts, unroll):
         x_t, m = inputs
         proj = x_t @ wx + b
         rec = read(carry) @ w
-        new_carry, y, _ = cell(proj, rec, carry, m, consts)
+        new_carry, y, _ = cell(proj, rec, carry, m, consts, x_t)
         return new_carry, (y, proj, rec, carry)
 
     final, (ys, projs, recs, prevs) = jax.lax.scan(step, carry, (x, mask), unroll=unroll)
@@ -91,22 +91,24 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
 
     def step(carry, inputs):
         d_carry, d_consts = carry
-        proj, rec, prev, m, dy = inputs
-        _, cell_vjp = jax.vjp(lambda p, r, c, k: cell(p, r, c, m, k)[:2], proj, rec, prev, consts)
-        d_proj, d_rec, d_prev, d_k = cell_vjp((d_carry, dy))
+        proj, rec, prev, m, dy, x_t = inputs
+        _, cell_vjp = jax.vjp(
+            lambda p, r, c, k, xt: cell(p, r, c, m, k, xt)[:2], proj, rec, prev, consts, x_t
+        )
+        d_proj, d_rec, d_prev, d_k, d_xt = cell_vjp((d_carry, dy))  # d_xt: x used directly
         _, read_vjp = jax.vjp(read, prev)
         (d_read,) = read_vjp(d_rec @ w.T)  # the one matmul per step
-        return (add(d_prev, d_read), add(d_consts, d_k)), (d_proj, d_rec)
+        return (add(d_prev, d_read), add(d_consts, d_k)), (d_proj, d_rec, d_xt)
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, consts)
-    (d_carry, d_consts), (d_projs, d_recs) = jax.lax.scan(
-        step, (d_final, zeros), (projs, recs, prevs, mask, d_ys), reverse=True, unroll=unroll
+    (d_carry, d_consts), (d_projs, d_recs, d_direct) = jax.lax.scan(
+        step, (d_final, zeros), (projs, recs, prevs, mask, d_ys, x), reverse=True, unroll=unroll
     )
     # The weight and input gradients: one large matmul each, over all steps.
     d_w = jnp.einsum("tbi,tbk->ik", jax.vmap(read)(prevs), d_recs)
     d_wx = jnp.einsum("tbd,tbk->dk", x, d_projs)
     d_b = jnp.sum(d_projs, axis=(0, 1)).reshape(b.shape)
-    d_x = jnp.einsum("tbk,dk->tbd", d_projs, wx)
+    d_x = jnp.einsum("tbk,dk->tbd", d_projs, wx) + d_direct
     return (d_wx, d_b, d_w), d_x, d_carry, None, d_consts
 
 
@@ -125,7 +127,7 @@ def _scan_cells(cell, read, params, x, carry, mask, consts, unroll, capture, fus
 
     def step(carry, inputs):
         x_t, m, p = inputs
-        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts, p)
+        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts, x_t, p)
         return new_carry, ((y, extras) if capture else y)
 
     final, ys = jax.lax.scan(step, carry, (x, mask, probe), unroll=unroll)
@@ -147,9 +149,14 @@ def _recurrence(family: Family, spec: Spec, params, x, carry, mask, unroll, capt
     ``capture`` also ``{"gates": {gate: (t, b, H)}, "state": {name: (t, b, ...)}}``."""
     layout = family.fused(spec, params)
     carry = tuple(carry) if isinstance(carry, list) else carry  # a scan's carry keeps its type
+    if fused and layout.w.ndim != 2:
+        raise ValueError(
+            f"backward='fused' needs one dense recurrent kernel; {type(spec).__name__} has "
+            f"per-head kernels {layout.w.shape}: use model.backward=autodiff"
+        )
 
-    def cell(proj, rec, carry, m, consts, probe=None):
-        pre = layout.split(proj, rec)
+    def cell(proj, rec, carry, m, consts, x, probe=None):
+        pre = layout.split(proj, rec, x)
         new_carry, new_h, gates = family.step(spec, pre, carry, consts, probe)
         observed = family.observe(new_carry)
         new_carry, y = _finish(new_carry, new_h, carry, m)
@@ -222,11 +229,11 @@ def _linear(family: Family, spec: Spec, params, x, h, capture: bool, scan: str, 
     """
     layout = family.fused(spec, params)
     proj = jnp.einsum("tbd,dk->tbk", x, layout.wx) + layout.bias[None]
-    pre = layout.split(proj, None)
+    pre = layout.split(proj, None, x)
     if probe is not None:
         scan = "sequential"
     log = scan == "associative" and getattr(spec, "log_space", False)
-    a, b, gates = family.coefficients(spec, pre, log)
+    a, b, gates = family.coefficients(spec, pre, layout.consts, log)
     if a is None:
         ys = b if probe is None else b + probe
     else:

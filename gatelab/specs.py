@@ -144,6 +144,17 @@ class SpecBase:
         """The parsed mode of ``gate`` (see ``parse_mode``)."""
         return parse_mode(getattr(self, gate))
 
+    def describe_gate(self, gate: str) -> str:
+        """What ``gate`` is, in words: ``learned``, ``removed (constant 1)``, ``1 - input``,
+        ``shares update`` (families with other gate vocabularies say their own)."""
+        kind, source = self.mode(gate)
+        return {
+            "learned": "learned",
+            "open": "removed (constant 1)",
+            "complement": f"1 - {source}",
+            "shared": f"shares {source}",
+        }[kind]
+
     @property
     def gates(self) -> tuple[str, ...]:
         """Every gate of the family, in canonical order."""

@@ -181,7 +181,7 @@ def train_step(program: Program, state: TrainState, step: Array, data: dict[str,
     grads = jax.tree_util.tree_map(lambda g: g * scale, grads)
     tx = make_optimizer(program.config, state.values)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = program.model.constrain(optax.apply_updates(state.params, updates))
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
     ok = finite & ~state.diverged
     state = state.replace(

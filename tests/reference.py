@@ -239,6 +239,145 @@ def minlstm(x, params):
     return np.stack(outputs, 1), h
 
 
+def mut(x, params, which):
+    """Jozefowicz et al.'s (2015) MUT1-3, docs/reference.md section 4 (the paper's ``z`` is the
+    fraction written, gatelab's ``update``)::
+
+    MUT1: z = sigma(W_xz x + b_z);                 r = sigma(W_xr x + W_hr h + b_r)
+          h' = tanh(W_hh (r . h) + tanh(x) + b_h) . z + h . (1 - z)
+    MUT2: z = sigma(W_xz x + W_hz h + b_z);        r = sigma(x + W_hr h + b_r)
+          h' = tanh(W_hh (r . h) + W_xh x + b_h) . z + h . (1 - z)
+    MUT3: z = sigma(W_xz x + W_hz tanh(h) + b_z);  r = sigma(W_xr x + W_hr h + b_r)
+          h' = tanh(W_hh (r . h) + W_xh x + b_h) . z + h . (1 - z)
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    z_p, r_p, c_p = p["update"], p["reset"], p["candidate"]
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        if which == 1:
+            z = sigma(xt @ z_p["kernel_x"] + z_p["bias"])
+        elif which == 3:
+            z = sigma(xt @ z_p["kernel_x"] + np.tanh(h) @ z_p["kernel_h"] + z_p["bias"])
+        else:
+            z = sigma(_affine(z_p, xt, h))
+        if which == 2:
+            r = sigma(xt + h @ r_p["kernel_h"] + r_p["bias"])
+        else:
+            r = sigma(_affine(r_p, xt, h))
+        x_term = np.tanh(xt) if which == 1 else xt @ c_p["kernel_x"]
+        h = np.tanh((r * h) @ c_p["kernel_h"] + x_term + c_p["bias"]) * z + h * (1.0 - z)
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def _per_head(h, kernel):
+    """h (b, H) times the block-diagonal (NH, DH, DH) kernel."""
+    heads, size, _ = kernel.shape
+    blocks = h.reshape(h.shape[0], heads, size)
+    return np.einsum("bni,nio->bno", blocks, kernel).reshape(h.shape[0], -1)
+
+
+def slstm(x, params, input="exponential", forget="sigmoid", output=True, normaliser=True,
+          stabilised=True, trace=None):  # fmt: skip
+    """sLSTM (Beck et al. 2024), docs/reference.md section 6, the authors' pointwise step::
+
+    raw = W x_t + R h_{t-1} + b  (R block-diagonal per head, absent without mixing)
+    log i = i~ | log sigma(i~) | 0;   log f = log sigma(f~) | f~ | 0
+    m_t = log i if n_{t-1} == 0 else max(log i, log f + m_{t-1})
+    i' = min(exp(log i - m_t), 1);    f' = min(exp(log f + m_{t-1} - m_t), 1)
+    c_t = f' c + i' tanh(z~);  n_t = f' n + i';  h_t = sigma(o~) c_t / n_t
+
+    ``stabilised=False`` runs the same without m: ``i = exp(log i)``, ``f = exp(log f)``;
+    ``normaliser=False``: ``c_t = f c + i tanh(z~)``, ``h_t = o tanh(c_t)``. Returns (c, n).
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    hidden = p["candidate"]["bias"].shape[0]
+    c, n, m, h = (np.zeros((b, hidden)) for _ in range(4))
+    outputs = []
+
+    def raw(part, xt, h):
+        q = p[part]
+        s = xt @ q["kernel_x"] + q["bias"]
+        return s + _per_head(h, q["kernel_h"]) if "kernel_h" in q else s
+
+    def log_gate(kind, part, xt, h):
+        if kind == "open":
+            return np.zeros((b, hidden))
+        s = raw(part, xt, h)
+        return s if kind == "exponential" else -np.logaddexp(0.0, -s)
+
+    for step in range(t):
+        xt = x[:, step]
+        log_i = log_gate(input, "input", xt, h)
+        log_f = log_gate(forget, "forget", xt, h)
+        z = np.tanh(raw("candidate", xt, h))
+        o = sigma(raw("output", xt, h)) if output else 1.0
+        if normaliser and stabilised:
+            m_new = np.where(n == 0.0, log_i, np.maximum(log_i, log_f + m))
+            i = np.minimum(np.exp(log_i - m_new), 1.0)
+            f = np.minimum(np.exp(log_f + m - m_new), 1.0)
+            m = m_new
+        else:
+            i, f = np.exp(log_i), np.exp(log_f)
+        c = f * c + i * z
+        if normaliser:
+            n = f * n + i
+            h = o * c / n
+        else:
+            h = o * np.tanh(c)
+        if trace is not None:
+            for name, value in {"input": i, "forget": f, "normaliser": n}.items():
+                trace.setdefault(name, []).append(value)
+        outputs.append(h)
+    return np.stack(outputs, 1), (c, n)
+
+
+def rglru(x, params, recurrence=True, input=True, normalise=True, c=8.0, projection=True):
+    """RG-LRU (De et al. 2024), docs/reference.md section 6, the authors' cell::
+
+    u_t = W_u x_t + b_u (projection) or x_t
+    r_t = sigma(W_a x_t + b_a);  i_t = sigma(W_x x_t + b_x)
+    log a_t = -c r_t softplus(Lambda);  h_t = a_t h_{t-1} + sqrt(1 - a_t^2) (i_t u_t)
+    """
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    rate = np.logaddexp(0.0, p["decay"]["lambda"])  # softplus
+    h = np.zeros((b, rate.shape[0]))
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        u = _affine(p["candidate"], xt) if projection else xt
+        r = sigma(_affine(p["recurrence"], xt)) if recurrence else 1.0
+        i = sigma(_affine(p["input"], xt)) if input else 1.0
+        a = np.exp(-c * r * rate)
+        scale = np.sqrt(1.0 - a**2) if normalise else 1.0
+        h = a * h + scale * (i * u)
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
+def indrnn(x, params):
+    """IndRNN (Li et al. 2018), docs/reference.md section 6: h_t = relu(W x_t + u . h_{t-1} + b),
+    u = 0 when the recurrence is removed."""
+    p = _np(params)
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    u = p["recurrence"]["u"] if "recurrence" in p else 0.0
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    outputs = []
+    for step in range(t):
+        h = np.maximum(_affine(p["candidate"], x[:, step]) + u * h, 0.0)
+        outputs.append(h)
+    return np.stack(outputs, 1), h
+
+
 # Every named variant of gatelab, by the reference function that must reproduce it.
 REFERENCES = {
     "lstm": lambda x, p: greff_lstm(x, p, "lstm"),
@@ -254,4 +393,22 @@ REFERENCES = {
     "ugrnn": ugrnn,
     "mingru": mingru,
     "minlstm": minlstm,
+    "mut1": lambda x, p: mut(x, p, 1),
+    "mut2": lambda x, p: mut(x, p, 2),
+    "mut3": lambda x, p: mut(x, p, 3),
+    "slstm": slstm,
+    "slstm_sigmoid_input": lambda x, p: slstm(x, p, input="sigmoid"),
+    "slstm_no_input_gate": lambda x, p: slstm(x, p, input="open"),
+    "slstm_exp_forget": lambda x, p: slstm(x, p, forget="exponential"),
+    "slstm_no_forget_gate": lambda x, p: slstm(x, p, forget="open"),
+    "slstm_no_output_gate": lambda x, p: slstm(x, p, output=False),
+    "slstm_no_normaliser": lambda x, p: slstm(x, p, input="sigmoid", normaliser=False),
+    "slstm_no_mixing": slstm,  # the reference reads the absent kernels off the parameters
+    "rglru": rglru,
+    "rglru_no_recurrence_gate": lambda x, p: rglru(x, p, recurrence=False),
+    "rglru_no_input_gate": lambda x, p: rglru(x, p, input=False),
+    "rglru_no_normalisation": lambda x, p: rglru(x, p, normalise=False),
+    "rglru_c1": lambda x, p: rglru(x, p, c=1.0),
+    "indrnn": indrnn,
+    "indrnn_no_recurrence": indrnn,
 }

@@ -16,7 +16,7 @@ import pytest
 from reference import REFERENCES
 
 import gatelab as gl
-from gatelab.families import param_breakdown
+from gatelab.families import check_sizes, param_breakdown
 from gatelab.runtime import CHEAP_COMPILE
 
 jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
@@ -317,15 +317,24 @@ def _numpy_reference(name, params, x, lengths, reverse):
     return outputs, jax.tree_util.tree_map(lambda *v: np.concatenate(v), *finals)
 
 
+def width(spec) -> int:
+    """The test's input width for ``spec``: D, or H for the parts that take x as it is."""
+    try:
+        check_sizes(spec, D, H)
+    except ValueError:
+        return H
+    return D
+
+
 def _check_variant(name, lengths, reverse):
     """GatedRNN against nn.RNN(GatedCell) (values and gradients) and the NumPy reference."""
     spec = gl.variant(name)
-    x = inputs()
+    x = inputs(shape=(B, T, width(spec)))
     params = init_params(spec, x)
     counted = {
         part: sum(v.size for v in jax.tree_util.tree_leaves(p)) for part, p in params.items()
     }
-    assert counted == param_breakdown(spec, D, H)
+    assert counted == param_breakdown(spec, width(spec), H)
     params = randomize(params, seed=2)
     weights = jax.random.normal(jax.random.key(7), (B, T, H))
     valid = jnp.ones((B, T, 1))
@@ -390,22 +399,25 @@ def test_variant_equals_references_full_matrix(name, lengths, reverse):
     _check_variant(name, lengths, reverse)
 
 
-@pytest.mark.parametrize("name", ["lstm", "vanilla", "FGR", "gru", "mgu", "janet"])
+@pytest.mark.parametrize(
+    "name", ["lstm", "vanilla", "FGR", "gru", "mgu", "janet", "mut1", "mut2", "mut3", "indrnn"]
+)
 def test_hand_written_backward_equals_autodiff(name):
-    """GatedRNN(backward="fused") gives autodiff's gradients, with lengths and reversed."""
+    """GatedRNN(backward="fused") gives autodiff's gradients, with lengths and reversed (MUT1's
+    and MUT2's parts that read x without a kernel too)."""
     spec = gl.variant(name)
-    x = inputs()
+    x = inputs(shape=(B, T, width(spec)))
     params = randomize(init_params(spec, x), seed=3)
     weights = jax.random.normal(jax.random.key(8), (B, T, H))
 
     def grads(backward):
-        def loss(p):
+        def loss(p, x):
             rnn = gl.GatedRNN(H, spec, reverse=True, backward=backward)
             carry, y = rnn.apply({"params": p}, x, seq_lengths=LENGTHS)
             h = carry[1] if isinstance(carry, tuple) else carry
             return jnp.sum(weights * y) + jnp.sum(h * h)
 
-        return jit(jax.grad(loss))(params)
+        return jit(jax.grad(loss, argnums=(0, 1)))(params, x)  # and the inputs' gradient
 
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5),

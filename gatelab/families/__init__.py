@@ -1,8 +1,11 @@
 """The cell families, one module each, and the registry keyed by spec type.
 
     lstm.py      LSTMSpec: Greff et al.'s LSTM, its variants, JANET
-    gru.py       GRUSpec: the GRU in both reset placements, MGU, UGRNN
+    gru.py       GRUSpec: the GRU in both reset placements, MGU, UGRNN, MUT1-3
     minimal.py   MinSpec: minGRU and minLSTM (a linear recurrence)
+    slstm.py     SLSTMSpec: xLSTM's sLSTM (exponential gating, normaliser, heads)
+    rglru.py     RGLRUSpec: Griffin's RG-LRU (a linear recurrence)
+    indrnn.py    IndRNNSpec: independently recurrent units
 
 Adding a family is one new module that exports a ``Family`` (see ``base.Family`` and
 docs/design.md, "Adding a family") plus its entry in ``_MODULES`` below.
@@ -14,20 +17,28 @@ from typing import Any, TypeAlias
 
 import jax.numpy as jnp
 
-from gatelab.families import gru, lstm, minimal
+from gatelab.families import gru, indrnn, lstm, minimal, rglru, slstm
 from gatelab.families.base import Family, Parts, default_kernel_init, default_recurrent_init
 from gatelab.families.gru import GRUSpec
+from gatelab.families.indrnn import IndRNNSpec
 from gatelab.families.lstm import LSTMSpec
 from gatelab.families.minimal import MinSpec
+from gatelab.families.rglru import RGLRUSpec
+from gatelab.families.slstm import SLSTMSpec
 from gatelab.specs import SpecBase
 
 __all__ = [
     "FAMILIES",
     "Family",
     "GRUSpec",
+    "IndRNNSpec",
     "LSTMSpec",
     "MinSpec",
+    "RGLRUSpec",
+    "SLSTMSpec",
     "Spec",
+    "check_sizes",
+    "constrain",
     "declare_params",
     "family",
     "param_breakdown",
@@ -36,7 +47,7 @@ __all__ = [
 
 Spec: TypeAlias = SpecBase  # any family's spec
 
-_MODULES = (lstm, gru, minimal)
+_MODULES = (lstm, gru, minimal, slstm, rglru, indrnn)
 FAMILIES: dict[type, Family] = {module.FAMILY.spec: module.FAMILY for module in _MODULES}
 
 
@@ -84,5 +95,20 @@ def declare_params(
     Returns:
         ``{part: {name: array}}`` for the parts that exist.
     """
+    check_sizes(spec, input_size, features)
     parts = Parts(module, input_size, features, kernel_init, recurrent_kernel_init, param_dtype)
     return family(spec).declare(spec, parts)
+
+
+def check_sizes(spec: Spec, input_size: int, features: int) -> None:
+    """Raises ``ValueError`` (naming the spec's field) where ``spec`` cannot take an input of
+    ``input_size`` features and a hidden size ``features`` (``Family.check``)."""
+    check = family(spec).check
+    if check is not None:
+        check(spec, input_size, features)
+
+
+def constrain(spec: Spec, params: dict) -> dict:
+    """The family's projection of one layer's parameters after an update (most have none)."""
+    project = family(spec).constrain
+    return params if project is None else project(spec, params)

@@ -58,14 +58,16 @@ class Fused:
     """A recurrence's matmuls fused across its parameter blocks (``GatedRNN``'s fast path).
 
     Each time step computes ``proj = x_t @ wx + bias`` and ``rec = read(carry) @ w``, then
-    ``split(proj, rec)`` gives the pre-activations the family's ``step`` takes.
+    ``split(proj, rec, x_t)`` gives the pre-activations the family's ``step`` takes (``x_t``
+    itself for the parts that read the input without a kernel, e.g. MUT1's ``tanh(x)``).
 
     Attributes:
         wx: the input kernels of every block, concatenated: (d, k*H).
         bias: their biases: (1, k*H).
-        w: the recurrent kernels: (r, k'*H), ``r`` the width of ``read(carry)``.
+        w: the recurrent kernels: (r, k'*H), ``r`` the width of ``read(carry)`` (or per head,
+            (heads, r / heads, k'*H / heads), where ``read`` gives (b, heads, 1, r / heads)).
         read: carry -> the recurrent matmul's input (b, r); a pure function of the carry.
-        split: ``(proj, rec) -> pre``; a pure function (it closes over no array).
+        split: ``(proj, rec, x) -> pre``; a pure function (it closes over no array).
         consts: arrays the step needs at every time step (peepholes, a kernel applied late).
     """
 
@@ -101,9 +103,16 @@ class Family:
         step: ``(spec, pre, carry, consts, probe) -> (carry, h, gates)``: one time step from
             the pre-activations; ``probe`` (or ``None``) is added to ``h``; ``gates`` holds the
             live gates' activations.
-        coefficients: ``(spec, pre, log) -> (a, b, gates)`` of ``h_t = a_t h_{t-1} + b_t``
+        coefficients: ``(spec, pre, consts, log) -> (a, b, gates)`` of ``h_t = a_t h_{t-1} + b_t``
             (``a = None``: ``h_t = b_t``); with ``log``, ``log a`` and ``log b`` instead.
         observe: ``carry -> {name: array}``: state worth capturing besides ``h`` (the cell).
+        check: ``(spec, input_size, features)``: raises ``ValueError`` (naming the field) for a
+            spec that cannot take these sizes (a head count that does not divide ``H``, a part
+            that needs ``D = H``); called before any parameter exists.
+        constrain: ``(spec, params) -> params``: a projection the runner applies after every
+            optimisation step (IndRNN's bound on its recurrent weights); ``None``: none.
+        fused_backward: whether ``GatedRNN(backward="fused")`` can take the family (its
+            hand-written backward needs one dense recurrent kernel).
     """
 
     spec: type[SpecBase]
@@ -116,6 +125,9 @@ class Family:
     step: Callable[..., tuple[Any, Array, dict[str, Array]]] | None = None
     coefficients: Callable[..., tuple[Array | None, Array, dict[str, Array]]] | None = None
     observe: Callable[[Any], dict[str, Array]] = _nothing
+    check: Callable[..., None] | None = None
+    constrain: Callable[..., Params] | None = None
+    fused_backward: bool = True
 
     def __post_init__(self):
         if (self.step is None) == (self.coefficients is None):
@@ -216,11 +228,15 @@ def chrono_init(tmax: float, sign: float) -> Initializer:
 
 
 class _Part(nn.Module):
-    """The parameters of one gate or of the candidate (no computation)."""
+    """The parameters of one gate or of the candidate (no computation): ``kernel_x`` (D, H)
+    unless ``input`` is off, ``kernel_h`` (H, H) or ``recurrent_shape`` where ``recurrent``,
+    ``bias`` (H,), and ``peephole``, ``bias_h`` (H,) where asked for."""
 
     input_size: int
     features: int
+    input: bool = True
     recurrent: bool = True
+    recurrent_shape: tuple[int, ...] | None = None
     peephole: bool = False
     recurrent_bias: bool = False
     bias_init: Initializer = nn.initializers.zeros_init()
@@ -231,10 +247,13 @@ class _Part(nn.Module):
     @nn.compact
     def __call__(self) -> dict[str, Array]:
         d, h = self.input_size, self.features
-        params = {"kernel_x": self.param("kernel_x", self.kernel_init, (d, h), self.param_dtype)}
+        params = {}
+        if self.input:
+            params["kernel_x"] = self.param("kernel_x", self.kernel_init, (d, h), self.param_dtype)
         if self.recurrent:
+            shape = self.recurrent_shape or (h, h)
             params["kernel_h"] = self.param(
-                "kernel_h", self.recurrent_kernel_init, (h, h), self.param_dtype
+                "kernel_h", self.recurrent_kernel_init, shape, self.param_dtype
             )
         params["bias"] = self.param("bias", self.bias_init, (h,), self.param_dtype)
         if self.peephole:
@@ -246,6 +265,19 @@ class _Part(nn.Module):
                 "bias_h", nn.initializers.zeros_init(), (h,), self.param_dtype
             )
         return params
+
+
+class _Vector(nn.Module):
+    """One (H,) parameter under the name of its part (IndRNN's ``recurrence/u``)."""
+
+    name_of_param: str
+    features: int
+    initializer: Initializer
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return self.param(self.name_of_param, self.initializer, (self.features,), self.param_dtype)
 
 
 class _Matrix(nn.Module):
@@ -276,18 +308,26 @@ class Parts:
     param_dtype: Any = jnp.float32
 
     def part(self, name: str, **options) -> dict[str, Array]:
-        """``{kernel_x, [kernel_h], bias, [peephole], [bias_h]}`` of the part ``name``; options
-        are ``_Part``'s (``recurrent``, ``peephole``, ``recurrent_bias``, ``bias_init``)."""
+        """``{[kernel_x], [kernel_h], bias, [peephole], [bias_h]}`` of the part ``name``; options
+        are ``_Part``'s (``input``, ``recurrent``, ``recurrent_shape``, ``peephole``,
+        ``recurrent_bias``, ``bias_init``, and ``kernel_init`` or ``recurrent_kernel_init``
+        where the family's initialisation differs from the layer's)."""
+        inits = {
+            "kernel_init": self.kernel_init,
+            "recurrent_kernel_init": self.recurrent_kernel_init,
+        }
         return _Part(
             self.input_size,
             self.features,
-            kernel_init=self.kernel_init,
-            recurrent_kernel_init=self.recurrent_kernel_init,
             param_dtype=self.param_dtype,
             parent=self.module,
             name=name,
-            **options,
+            **{**inits, **options},
         )()
+
+    def vector(self, part: str, name: str, init: Initializer) -> Array:
+        """A (H,) ``part/name``, initialised by ``init``."""
+        return _Vector(name, self.features, init, self.param_dtype, parent=self.module, name=part)()
 
     def matrix(self, name: str, size: int) -> Array:
         """A (size, size) ``name/kernel``, initialised like the input kernels."""

@@ -51,6 +51,11 @@ class GRUSpec(SpecBase):
         reset_after=False (Keras v3 form, TF GRUBlockCell, MGU):
             h~_t = g(W_c x_t + U_c (r_t * h_{t-1}) + b_c)
         h_t = (1 - u_t) * h_{t-1} + u_t * h~_t
+    and Jozefowicz et al.'s mutations of its inputs (MUT1-3):
+        update_recurrence="none": U_u h_{t-1} left out (MUT1's update gate sees only x)
+        update_recurrence="tanh": U_u tanh(h_{t-1}) instead (MUT3)
+        reset_input="identity":   x_t instead of W_r x_t (MUT2; needs D = H)
+        candidate_input="tanh":   tanh(x_t) instead of W_c x_t (MUT1; needs D = H)
 
     PyTorch's and Flax's ``z`` is ``1 - u``. MGU is ``GRUSpec(reset="update", reset_after=False)``;
     ``update="open"`` replaces the state by the candidate at every step.
@@ -65,6 +70,10 @@ class GRUSpec(SpecBase):
             ``sigma(1)`` of the state at the start).
         reset_bias: initial value of the reset gate's bias.
         tie_shift: ``beta`` of a complement tie, ``1 - sigma(s - beta)``.
+        update_recurrence: what the update gate sees of ``h``: ``"linear"``, ``"none"``,
+            ``"tanh"`` (above; a learned update gate only).
+        reset_input: what the reset gate sees of ``x``: ``"linear"`` or ``"identity"``.
+        candidate_input: what the candidate sees of ``x``: ``"linear"`` or ``"tanh"``.
     """
 
     update: GateMode = "learned"
@@ -74,6 +83,9 @@ class GRUSpec(SpecBase):
     update_bias: float = 0.0
     reset_bias: float = 0.0
     tie_shift: float = 0.0
+    update_recurrence: str = "linear"
+    reset_input: str = "linear"
+    candidate_input: str = "linear"
 
     GATES = ("update", "reset")
 
@@ -84,6 +96,15 @@ class GRUSpec(SpecBase):
         validate_float(self, "update_bias")
         validate_float(self, "reset_bias")
         validate_float(self, "tie_shift")
+        validate_choice(self, "update_recurrence", ("linear", "none", "tanh"))
+        validate_choice(self, "reset_input", ("linear", "identity"))
+        validate_choice(self, "candidate_input", ("linear", "tanh"))
+        for field, gate in (("update_recurrence", "update"), ("reset_input", "reset")):
+            if getattr(self, field) != "linear" and getattr(self, gate) != "learned":
+                raise ValueError(
+                    f"GRUSpec.{field}={getattr(self, field)!r} changes a learned {gate} gate's "
+                    f"input, but {gate}={getattr(self, gate)!r}; allowed here: 'linear'"
+                )
 
     @property
     def recurrent_candidate_bias(self) -> bool:
@@ -91,26 +112,64 @@ class GRUSpec(SpecBase):
         return self.reset_after and self.reset != "open"
 
 
+def _check(spec: GRUSpec, input_size: int, features: int) -> None:
+    """An input taken as it is (``x``, ``tanh(x)``) must be as wide as the state."""
+    for field, value in (("reset_input", "identity"), ("candidate_input", "tanh")):
+        if getattr(spec, field) == value and input_size != features:
+            raise ValueError(
+                f"GRUSpec.{field}={value!r} adds the input itself, which needs as many input "
+                f"features as hidden ones (got {input_size} and {features}); allowed: "
+                f"{field}='linear', or a layer whose input is as wide as its state"
+            )
+
+
 # --------------------------------------------------------------------------------------------------
 # Parameters.
 # --------------------------------------------------------------------------------------------------
 
 
+def _has_input(spec: GRUSpec, part: str) -> bool:
+    """Whether ``part`` owns ``kernel_x``."""
+    return {
+        "update": True,
+        "reset": spec.reset_input == "linear",
+        "candidate": spec.candidate_input == "linear",
+    }[part]
+
+
 def declare(spec: GRUSpec, parts: Parts) -> dict:
-    """Every learned gate and the candidate: ``kernel_x, kernel_h, bias``; the candidate's
-    ``bias_h`` where the reset gate acts after the matmul."""
+    """Every learned gate and the candidate: ``kernel_x`` (unless it takes ``x`` itself),
+    ``kernel_h`` (unless the update gate sees no ``h``), ``bias``; the candidate's ``bias_h``
+    where the reset gate acts after the matmul."""
     biases = {"update": spec.update_bias, "reset": spec.reset_bias}
-    params = {g: parts.part(g, bias_init=constant_init(biases[g])) for g in spec.learned_gates}
-    params["candidate"] = parts.part("candidate", recurrent_bias=spec.recurrent_candidate_bias)
+    params = {
+        g: parts.part(
+            g,
+            bias_init=constant_init(biases[g]),
+            input=_has_input(spec, g),
+            recurrent=not (g == "update" and spec.update_recurrence == "none"),
+        )
+        for g in spec.learned_gates
+    }
+    params["candidate"] = parts.part(
+        "candidate",
+        recurrent_bias=spec.recurrent_candidate_bias,
+        input=_has_input(spec, "candidate"),
+    )
     return params
 
 
 def breakdown(spec: GRUSpec, input_size: int, features: int) -> dict[str, int]:
-    """``D*H + H*H + H`` per learned gate and for the candidate, ``+ H`` for ``bias_h``."""
+    """``D*H + H*H + H`` per learned gate and for the candidate, less the kernels a mutation
+    leaves out, ``+ H`` for ``bias_h``."""
     d, h = input_size, features
-    block = d * h + h * h + h
-    parts = dict.fromkeys(spec.learned_gates, block)
-    parts["candidate"] = block + (h if spec.recurrent_candidate_bias else 0)
+    parts = {}
+    for part in [*spec.learned_gates, "candidate"]:
+        count = h + (d * h if _has_input(spec, part) else 0)
+        if not (part == "update" and spec.update_recurrence == "none"):
+            count += h * h
+        parts[part] = count
+    parts["candidate"] += h if spec.recurrent_candidate_bias else 0
     return parts
 
 
@@ -124,7 +183,14 @@ def zero_carry(spec: GRUSpec, batch: tuple[int, ...], features: int, dtype) -> A
 # ``pre`` holds the learned gates' ``W x + U h + b``, the candidate's input term ``W_c x + b_c``
 # and, with the reset after the matmul, its recurrent term ``U_c h`` (``candidate_h``). Before the
 # matmul, ``U_c (r * h)`` waits for ``r``: the step applies ``U_c`` (``consts["kernel_c"]``).
+# The mutations' terms the fused matmuls cannot hold are the step's too: ``U_u tanh(h)``
+# (``kernel_u``) and the biases of parts that take ``x`` without a kernel (``bias_<part>``).
 # --------------------------------------------------------------------------------------------------
+
+
+def _sees_h(spec: GRUSpec, part: str) -> bool:
+    """Whether ``part``'s recurrent term is ``h @ kernel_h`` (it joins the recurrent matmul)."""
+    return not (part == "update" and spec.update_recurrence != "linear")
 
 
 def _consts(spec: GRUSpec, params: dict) -> dict[str, Array]:
@@ -133,17 +199,33 @@ def _consts(spec: GRUSpec, params: dict) -> dict[str, Array]:
         consts["bias_h"] = params["candidate"]["bias_h"]
     if not spec.reset_after:
         consts["kernel_c"] = params["candidate"]["kernel_h"]
+    if spec.update == "learned" and spec.update_recurrence == "tanh":
+        consts["kernel_u"] = params["update"]["kernel_h"]
+    for part in [*spec.learned_gates, "candidate"]:
+        if not _has_input(spec, part):
+            consts[f"bias_{part}"] = params[part]["bias"]
     return consts
+
+
+def _direct(part: str, x: Array) -> Array:
+    """The input term of a part that takes ``x`` without a kernel (MUT2's reset, MUT1's z)."""
+    return jnp.tanh(x) if part == "candidate" else x
 
 
 def inputs(spec: GRUSpec, params: dict, x: Array, h: Array) -> tuple[dict, dict]:
     """The pre-activations above with one matmul per part."""
-    pre = {
-        g: x @ params[g]["kernel_x"] + h @ params[g]["kernel_h"] + params[g]["bias"]
-        for g in spec.learned_gates
-    }
+    pre = {}
+    for g in spec.learned_gates:
+        p = params[g]
+        s = x @ p["kernel_x"] if _has_input(spec, g) else _direct(g, x)
+        if _sees_h(spec, g):
+            s = s + h @ p["kernel_h"]
+        pre[g] = s + p["bias"] if _has_input(spec, g) else s
     candidate = params["candidate"]
-    pre["candidate"] = x @ candidate["kernel_x"] + candidate["bias"]
+    if _has_input(spec, "candidate"):
+        pre["candidate"] = x @ candidate["kernel_x"] + candidate["bias"]
+    else:
+        pre["candidate"] = _direct("candidate", x)
     if spec.reset_after:
         pre["candidate_h"] = h @ candidate["kernel_h"]
     return pre, _consts(spec, params)
@@ -153,20 +235,28 @@ def fused(spec: GRUSpec, params: dict) -> Fused:
     """With the reset after the matmul, gates and candidate share one recurrent matmul; before
     it, the recurrent matmul holds the gates only."""
     learned = list(spec.learned_gates)
-    blocks = [*learned, "candidate"]
-    recurrent = blocks if spec.reset_after else learned
+    blocks = [b for b in [*learned, "candidate"] if _has_input(spec, b)]
+    recurrent = [g for g in learned if _sees_h(spec, g)]
+    recurrent += ["candidate"] if spec.reset_after else []
     size = params["candidate"]["bias"].shape[-1]
-    wx, bias = fuse(params, blocks, "kernel_x"), fuse(params, blocks, "bias")[None, :]
+    dtype = params["candidate"]["bias"].dtype
+    if blocks:
+        wx, bias = fuse(params, blocks, "kernel_x"), fuse(params, blocks, "bias")[None, :]
+    else:  # every part takes x as it is (D = H)
+        wx, bias = jnp.zeros((size, 0), dtype), jnp.zeros((1, 0), dtype)
     if recurrent:
         w = fuse(params, recurrent, "kernel_h")
     else:  # MGU-like specs with nothing before the candidate: an empty matmul
-        w = jnp.zeros((size, 0), params["candidate"]["bias"].dtype)
+        w = jnp.zeros((size, 0), dtype)
 
-    def split(proj, rec):
+    def split(proj, rec, x):
         parts = split_blocks(proj, blocks, size)
         rec = split_blocks(rec, recurrent, size)
-        pre = {g: parts[g] + rec[g] for g in learned}
-        pre["candidate"] = parts["candidate"]
+        pre = {}
+        for g in learned:
+            s = parts[g] if g in parts else _direct(g, x)
+            pre[g] = s + rec[g] if g in rec else s
+        pre["candidate"] = parts["candidate"] if "candidate" in parts else _direct("candidate", x)
         if spec.reset_after:
             pre["candidate_h"] = rec["candidate"]
         return pre
@@ -180,8 +270,19 @@ def fused(spec: GRUSpec, params: dict) -> Fused:
 # --------------------------------------------------------------------------------------------------
 
 
+def _mutated(pre: dict, h: Array, consts: dict) -> dict:
+    """The mutations' terms of the step: ``U_u tanh(h)`` and the kernel-less parts' biases."""
+    if "kernel_u" in consts:
+        pre = {**pre, "update": pre["update"] + jnp.tanh(h) @ consts["kernel_u"]}
+    for part in ("reset", "candidate"):
+        if f"bias_{part}" in consts:
+            pre = {**pre, part: pre[part] + consts[f"bias_{part}"]}
+    return pre
+
+
 def step(spec: GRUSpec, pre: dict, h: Array, consts: dict, probe: Array | None = None):
     """One step from the pre-activations above."""
+    pre = _mutated(pre, h, consts)
     u = gate_value(spec, "update", pre)
     r = gate_value(spec, "reset", pre)
     if spec.reset_after:
@@ -207,4 +308,5 @@ FAMILY = Family(
     inputs=inputs,
     fused=fused,
     step=step,
+    check=_check,
 )

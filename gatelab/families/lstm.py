@@ -228,7 +228,7 @@ def fused(spec: LSTMSpec, params: dict) -> Fused:
     def read(carry):
         return jnp.concatenate([carry[1], carry[2]], -1) if fgr else carry[1]
 
-    def split(proj, rec):
+    def split(proj, rec, x):
         return split_blocks(proj + rec, blocks, size)
 
     consts = {g: p[None, :] for g, p in _peepholes(spec, params).items()}  # (1, H) each

@@ -133,7 +133,7 @@ def fused(spec: MinSpec, params: dict) -> Fused:
         fuse(params, blocks, "bias")[None, :],
         jnp.zeros((size, 0), params["candidate"]["bias"].dtype),
         lambda h: h,
-        lambda proj, rec: split_blocks(proj, blocks, size),
+        lambda proj, rec, x: split_blocks(proj, blocks, size),
         {},
     )
 
@@ -172,7 +172,7 @@ def _log_gate(spec: MinSpec, gate: str, pre: dict[str, Array]) -> Array | None:
     return None
 
 
-def coefficients(spec: MinSpec, pre: dict[str, Array], log: bool = False):
+def coefficients(spec: MinSpec, pre: dict[str, Array], consts: dict, log: bool = False):
     """``(a, b, gates)`` of the recurrence; with ``log`` (a log-space spec), ``log a`` and
     ``log b``. minGRU with an open update gate has no recurrence: ``a`` is ``None`` and
     ``h_t = b_t = h~_t`` (never in logarithms)."""

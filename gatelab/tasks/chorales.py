@@ -1,4 +1,4 @@
-"""Bach chorales as piano rolls: a JSB-like next-frame prediction task (docs/reference.md 7).
+"""Bach chorales as piano rolls: a JSB-like next-frame prediction task (docs/reference.md 8).
 
 Notation: ``b`` batch, ``t`` steps (frames - 1, padded to the longest chorale), ``k = 88`` keys.
 

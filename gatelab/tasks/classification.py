@@ -104,7 +104,7 @@ def _build_mnist1d() -> dict[str, np.ndarray]:
 
 
 class MNIST1D(_Classification):
-    """MNIST-1D (Greydanus 2020; docs/reference.md, section 7), generated, never downloaded.
+    """MNIST-1D (Greydanus 2020; docs/reference.md, section 8), generated, never downloaded.
 
     The data come from the ``mnist1d`` package's ``make_dataset`` with its default arguments
     (5000 examples, seed 42, 4000 train / 1000 test, length 40, globally standardised). The

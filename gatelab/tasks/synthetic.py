@@ -1,4 +1,4 @@
-"""Synthetic long-range tasks: the adding problem and the copy task (docs/reference.md, section 7).
+"""Synthetic long-range tasks: the adding problem and the copy task (docs/reference.md, section 8).
 
 Notation: ``b`` batch, ``t`` steps (``T`` for the adding problem, ``T + 20`` for the copy task).
 
@@ -33,7 +33,7 @@ def _eval_split(split: str) -> int:
 
 
 class Adding:
-    """The adding problem (Le, Jaitly & Hinton 2015; docs/reference.md, section 7).
+    """The adding problem (Le, Jaitly & Hinton 2015; docs/reference.md, section 8).
 
     Shapes::
 
@@ -60,7 +60,7 @@ class Adding:
     primary_metric = "mse"
     direction: Literal["min"] = "min"
     chance = 1.0 / 6.0
-    literature_chance = 0.1767  # docs/reference.md, section 7: quoted for "always predict 1"
+    literature_chance = 0.1767  # docs/reference.md, section 8: quoted for "always predict 1"
     metric_info = {"mse": MetricInfo("MSE")}
     note = ""
 
@@ -114,7 +114,7 @@ _adding_jit = jax.jit(_adding_batch, static_argnums=(1, 2))
 
 
 class Copy:
-    """The copy task in Arjovsky, Shah & Bengio's format (docs/reference.md, section 7).
+    """The copy task in Arjovsky, Shah & Bengio's format (docs/reference.md, section 8).
 
     Shapes (``t = T + 20``)::
 
