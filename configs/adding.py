@@ -1,4 +1,4 @@
-"""The adding problem (docs/reference.md, section 7): remember two marked values, output their sum.
+"""The adding problem (docs/reference.md, section 8): remember two marked values, output their sum.
 
     gatelab train configs/adding.py --workdir runs/adding
     gatelab train configs/adding.py:quick --workdir /tmp/adding      # seconds, for tests

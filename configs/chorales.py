@@ -1,4 +1,4 @@
-"""Bach chorales (music21's corpus) as in Greff et al.'s JSB Chorales task (docs/reference.md 7).
+"""Bach chorales (music21's corpus) as in Greff et al.'s JSB Chorales task (docs/reference.md 8).
 
     gatelab train configs/chorales.py --workdir runs/chorales
     gatelab train configs/chorales.py:quick --workdir /tmp/chorales  # seconds, for tests

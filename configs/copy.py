@@ -1,4 +1,4 @@
-"""The copy task (docs/reference.md, section 7): recall 10 symbols after a delay of T steps.
+"""The copy task (docs/reference.md, section 8): recall 10 symbols after a delay of T steps.
 
     gatelab train configs/copy.py --workdir runs/copy
     gatelab train configs/copy.py:quick --workdir /tmp/copy          # seconds, for tests

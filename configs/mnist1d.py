@@ -5,7 +5,7 @@
     gatelab train configs/mnist1d.py:quick --workdir /tmp/quick           # seconds, for tests
 
 Default: an LSTM with 64 units reading the sequence, last-step readout, Adam 3e-3, 3000 steps of
-batch 100. Published test accuracies (docs/reference.md, section 7): GRU 91%, CNN 94%, MLP 68%,
+batch 100. Published test accuracies (docs/reference.md, section 8): GRU 91%, CNN 94%, MLP 68%,
 logistic regression 32%.
 """
 
@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> Config:
         case None:
             return config
         case "paper":
-            # The published GRU baseline's architecture (docs/reference.md 7): bidirectional
+            # The published GRU baseline's architecture (docs/reference.md 8): bidirectional
             # GRU, 6 units per direction, all 40 x 12 outputs flattened into Linear(480, 10);
             # Adam 1e-2, batch 100, 6000 steps, evaluated every 250 steps.
             return config.replace(
