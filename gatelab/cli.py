@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab import families, runtime, variants
+from gatelab import families, records, runtime, variants
 
 __all__ = ["main"]
 
@@ -352,9 +352,23 @@ def main(argv: list[str] | None = None) -> int:
     runtime.configure_jax()
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # bad input: say what, exit 2 like argparse
-        print(f"gatelab {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        where = records.disk_full(error)
+        if where is not None:  # the machine's fault, not the input's: exit 1
+            print(
+                f"gatelab {args.command}: error: the disk is full (no space left writing {where}). "
+                "Everything written before is intact: free some space and run the same command "
+                "again to resume.",
+                file=sys.stderr,
+            )
+            return 1
+        if isinstance(error, records.CheckpointError):
+            print(f"gatelab {args.command}: error: {error}", file=sys.stderr)
+            return 1
+        if isinstance(error, (ValueError, FileNotFoundError)):  # bad input: exit 2 like argparse
+            print(f"gatelab {args.command}: error: {error}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ warns. This module imports neither JAX nor the runner, so readers (the report) s
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -36,6 +37,7 @@ import numpy as np
 __all__ = [
     "INDEX",
     "STATUSES",
+    "CheckpointError",
     "FINISHED",
     "Study",
     "Summary",
@@ -46,6 +48,7 @@ __all__ = [
     "best_learning_rates",
     "code_version",
     "config_difference",
+    "disk_full",
     "find",
     "flatten",
     "gate_columns",
@@ -88,11 +91,36 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Writes ``data`` as JSON to ``path`` via a temporary file and a rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(_clean(data), f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(_clean(data), f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a kill of the writer: the old file stays
+        raise
+
+
+class CheckpointError(RuntimeError):
+    """No checkpoint of a group restores (each newer one was damaged); nothing was changed."""
+
+
+def disk_full(error: BaseException) -> str | None:
+    """What a full disk stopped writing, where ``error`` (or an error behind it) says the disk
+    is full: ``ENOSPC``, or the ``RESOURCE_EXHAUSTED ... No space left`` that orbax's writers
+    raise. ``None`` for any other error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return str(error.filename or "a file")
+        text = str(error)
+        if "No space left on device" in text or "os_error_code='28'" in text:
+            paths = [part for part in text.split('"')[1::2] if part.startswith("/")]
+            return paths[0] if paths else "a file"
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def read_json(path: Path) -> Any:

@@ -62,6 +62,7 @@ def restore_run(run_dir: str | Path) -> RestoredRun:
 
     Raises:
         FileNotFoundError: when the workdir has no record or its group no checkpoint.
+        records.CheckpointError: when its checkpoint's files are damaged.
     """
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
@@ -76,8 +77,15 @@ def restore_run(run_dir: str | Path) -> RestoredRun:
     step = checkpoints.latest_step()
     if step is None:
         raise FileNotFoundError(f"no checkpoint for {run_dir} in {checkpoints.directory}")
-    state, _ = checkpoints.restore(step, None)
-    checkpoints.close()
+    try:
+        state, _ = checkpoints.restore(step, None)
+    except Exception as error:  # noqa: BLE001  (damaged files: say which checkpoint)
+        raise records.CheckpointError(
+            f"the checkpoint of {run_dir} (step {step} in {checkpoints.directory}) cannot be read: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        ) from None
+    finally:
+        checkpoints.close()
     index = resolved["index"]
     row = lambda tree: jax.tree_util.tree_map(lambda x: jnp.asarray(x[index]), tree)  # noqa: E731
     task = tasks.get(config.task.name, **config.task.args)

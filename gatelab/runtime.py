@@ -8,6 +8,7 @@ each setting are in ``experiments/bench/results/2026-11-27.md``.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -41,13 +42,16 @@ def tune_allocator() -> None:
 
 
 def configure_jax() -> None:
-    """Process-wide JAX settings of the entry points.
+    """Process-wide JAX (and orbax logging) settings of the entry points.
 
     A persistent compilation cache: a fresh process reuses the programs an earlier one compiled
     (``$GATELAB_JAX_CACHE``, default ``~/.cache/gatelab/jax``; set it empty to turn it off).
     """
     import jax
 
+    # Orbax logs the errors of its background save threads, tracebacks and all, before it raises
+    # them; the entry points report an error once, in words (a full disk, a damaged checkpoint).
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
     cache = os.environ.get("GATELAB_JAX_CACHE", str(Path.home() / ".cache" / "gatelab" / "jax"))
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)

@@ -62,7 +62,7 @@ class PlannedRun:
 
     name: str
     overrides: dict[str, Any]
-    seed: int
+    seed: int | None  # None where the study gives no integer seed (an invalid run)
     config: Config | None
     error: str | None = None
     group: str = ""
@@ -112,9 +112,11 @@ def expand(base: Config, sweep: Sweep) -> list[PlannedRun]:
             seeds = config.run.seeds
         except ValueError as error:
             seeds = overrides.get("run.seeds", base.run.seeds)
-            for seed in seeds:
+            seeds = seeds if isinstance(seeds, (list, tuple)) and seeds else (seeds,)
+            for seed in seeds:  # as given, even when the seeds are what is invalid
+                known = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
                 planned.append(
-                    PlannedRun(run_name(overrides, seed), overrides, seed, None, str(error))
+                    PlannedRun(run_name(overrides, seed), overrides, known, None, str(error))
                 )
             continue
         for seed in seeds:
@@ -181,7 +183,7 @@ def load(
     base, study = config_lib.load_study(target, overrides)
     study = study_lib.as_sweep(study)
     if stage == "test":
-        first = max(run.seed for run in expand(base, study)) + 1
+        first = max((r.seed for r in expand(base, study) if r.seed is not None), default=-1) + 1
         study = test_stage(directory / "tune", tuple(range(first, first + test_seeds)))
     return base, study
 

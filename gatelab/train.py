@@ -528,12 +528,11 @@ def train_group(
                     writer.write(_summary(bases[i], state, i, step, timing, "running"))
     finally:
         bar.close()
-        checkpoints.wait()  # never leave a save half-written behind an exception
+        checkpoints.close()  # never leave a save half-written behind an exception
 
     # ------------------------------------------------------------------------------ the end ----
     test_best = evaluate(eval_fn, state.best_params, inputs.test, inputs.size, "test")
     test_final = evaluate(eval_fn, state.params, inputs.test, inputs.size, "test")
-    checkpoints.close()
     out = []
     for i, writer in enumerate(writers):
         status = "diverged" if bool(state.diverged[i]) else "completed"
@@ -619,27 +618,26 @@ class _Inputs:
 
 
 def _start(program: Program, checkpoints: Checkpoints, seeds, values, example):
-    """``(state, step, execution)``: from the latest checkpoint, or every run's fresh state."""
+    """``(state, step, execution)``: from the newest checkpoint that restores (damaged newer
+    ones are set aside), or every run's fresh state."""
     init = functools.partial(init_state, program, example=example)
-    execution = resolve_execution(program.config.run.group_execution)
-    start = checkpoints.latest_step()
-    if start is None:
-        state = runtime.compile_cheap(jax.vmap(init), jnp.array(seeds), values)(
-            jnp.array(seeds), values
-        )
-        return (
-            state.replace(best_params=jax.tree_util.tree_map(jnp.array, state.params)),
-            0,
-            execution,
-        )
-    note = checkpoints.note(start)
-    if note.get("seeds") != seeds:
-        raise ValueError(
-            f"{checkpoints.directory} belongs to seeds {note.get('seeds')}, not {seeds}"
-        )
+
+    def check(note: dict) -> None:
+        if note.get("seeds") != seeds:
+            raise ValueError(
+                f"{checkpoints.directory} belongs to seeds {note.get('seeds')}, not {seeds}"
+            )
+
     abstract = jax.eval_shape(jax.vmap(init), jnp.array(seeds), values)
-    state, _ = checkpoints.restore(start, abstract.replace(best_params=abstract.params))
-    return state, start, note["execution"]  # the program that wrote it continues it
+    found = checkpoints.restore_latest(abstract.replace(best_params=abstract.params), check)
+    if found is not None:
+        step, state, note = found
+        return state, step, note["execution"]  # the program that wrote it continues it
+    state = runtime.compile_cheap(jax.vmap(init), jnp.array(seeds), values)(
+        jnp.array(seeds), values
+    )
+    best = jax.tree_util.tree_map(jnp.array, state.params)
+    return state.replace(best_params=best), 0, resolve_execution(program.config.run.group_execution)
 
 
 def _param_counts(program: Program, state: TrainState) -> dict[str, int]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab import families
+from gatelab import families, records
 from gatelab.config import Config
 
 __all__ = ["Job", "Failure", "execute", "group_cost", "resolve_workers", "schedule"]
@@ -87,6 +87,8 @@ def _train(job: Job) -> tuple[list[dict] | None, Failure | None]:
         )
         return summaries, None
     except Exception as error:  # noqa: BLE001  (a failed group must not stop the sweep)
+        if records.disk_full(error) is not None:
+            raise  # the next group would fail the same way: the sweep stops and says why
         return None, Failure(f"{type(error).__name__}: {error}", traceback.format_exc())
 
 
