@@ -9,40 +9,35 @@ The variants (``gatelab.variants.MODERN_STUDY``): ``lstm``, ``gru``; ``slstm`` (
 exponential input gate, normaliser, one head) and each of its single ablations (a sigmoid input
 gate, no input gate, an exponential forget gate, no forget gate, no output gate, no normaliser,
 no memory mixing); ``rglru`` (Griffin's RG-LRU cell) and each of its (no recurrence gate, no input
-gate, no normalisation, c = 1). Every run: one layer of 64 units, last-step readout, Adam 1e-3
-with clipping at 1, batch 50. The task needs a memory of two values across up to 100 steps;
-chance (always predicting the mean sum) is an MSE of 1/6.
+gate, no normalisation, c = 1). Every run is ``configs/adding.py``'s: one layer of 64 units,
+last-step readout, Adam 1e-3 with clipping at 1, batch 50. The task needs a memory of two values
+across up to 100 steps; chance (always predicting the mean sum) is an MSE of 1/6.
 
 Time here (2-core CPU, 2 workers): ``small`` (3 seeds x 2,000 steps, 45 runs) about 9 minutes;
 the full study (5 seeds x 4,000 steps, 75 runs) about 30 minutes. ``quick``: two variants, one
-seed, 100 steps, for tests.
+seed, 100 steps of ``configs/adding.py:quick``, for tests.
 """
 
-from gatelab.config import Config, ModelConfig, OptimConfig, RunConfig, TaskConfig
+from pathlib import Path
+
+from gatelab import config as config_lib
+from gatelab.config import Config
 from gatelab.study import Sweep, grid
 from gatelab.variants import MODERN_STUDY
 
+ADDING = str(Path(__file__).resolve().parents[1] / "configs" / "adding.py")
+
 
 def get_config(arg: str | None = None) -> Config:
-    config = Config(
-        model=ModelConfig(variant="lstm", hidden=64),
-        task=TaskConfig(name="adding", args={"length": 100}),
-        optim=OptimConfig(name="adam", lr=1e-3, clip=1.0),
-        run=RunConfig(
-            steps=4000, batch_size=50, log_every=100, eval_every=500, checkpoint_every=1000
-        ),
-    )
+    """``configs/adding.py``'s (T = 100, 64 units, Adam 1e-3, batch 50, 4,000 steps)."""
     match arg:
         case None:
-            return config
+            return config_lib.load(ADDING)
         case "small":
-            return config.replace(run={"steps": 2000, "checkpoint_every": 500})
+            return config_lib.load(ADDING, ["run.steps=2000"])
         case "quick":
-            return config.replace(
-                model={"hidden": 16},
-                task={"args": {"length": 20, "eval_size": 200}},
-                run={"steps": 100, "log_every": 50, "eval_every": 50, "checkpoint_every": 50},
-            )
+            quick = ["run.steps=100", "run.log_every=50", "run.eval_every=50"]
+            return config_lib.load(ADDING + ":quick", [*quick, "run.checkpoint_every=50"])
     raise ValueError(f"unknown config argument {arg!r}; choices: small, quick")
 
 

@@ -18,38 +18,20 @@ import numpy as np
 import pytest
 import scipy.stats
 from reference import REFERENCES, rglru, slstm
+from test_cells import B, D, H, T, randomize, width
 
 import gatelab as gl
 from gatelab import config as config_lib
-from gatelab import families, train, variants
+from gatelab import train, variants
 from gatelab.runtime import CHEAP_COMPILE
 
 jit = functools.partial(jax.jit, compiler_options=CHEAP_COMPILE)
 
-B, T, D, H = 3, 6, 5, 4
 NEW = [
     name
     for name, v in gl.VARIANTS.items()
     if isinstance(v.spec, (gl.SLSTMSpec, gl.RGLRUSpec, gl.IndRNNSpec)) or name.startswith("mut")
 ]
-
-
-def width(spec) -> int:
-    """D, or H for a spec whose parts take the input as it is."""
-    try:
-        families.check_sizes(spec, D, H)
-    except ValueError:
-        return H
-    return D
-
-
-def randomize(params, seed=0, scale=0.5):
-    leaves, tree = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(seed), len(leaves))
-    return jax.tree_util.tree_unflatten(
-        tree,
-        [scale * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)],
-    )
 
 
 def setup(spec, seed=2, scale=0.5, steps=T, dtype=jnp.float32):
