@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 from gatelab import config as config_lib
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(parser, sys.argv[1:] if argv is None else list(argv))
     runtime.tune_allocator()
     runtime.configure_jax()
+    # gatelab's warnings (a damaged checkpoint set aside, W&B offline) read as its errors do.
+    warnings.formatwarning = lambda message, *_: f"gatelab {args.command}: warning: {message}\n"
     try:
         return args.run(args)
     except Exception as error:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["tune_allocator", "configure_jax", "compile_cheap", "CHEAP_COMPILE"]
+__all__ = ["tune_allocator", "configure_jax", "quiet_failed_io", "compile_cheap", "CHEAP_COMPILE"]
 
 # LLVM's optimisations off: for programs that run once or rarely and compile slowly.
 CHEAP_COMPILE = {"xla_backend_optimization_level": 0}
@@ -51,11 +51,40 @@ def configure_jax() -> None:
 
     # Orbax logs the errors of its background save threads, tracebacks and all, before it raises
     # them; the entry points report an error once, in words (a full disk, a damaged checkpoint).
-    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    for name in ("absl", "asyncio"):  # asyncio: the futures of the failed operation's reads
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    quiet_failed_io()
     cache = os.environ.get("GATELAB_JAX_CACHE", str(Path.home() / ".cache" / "gatelab" / "jax"))
     if cache:
         jax.config.update("jax_compilation_cache_dir", cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _is_io_cleanup(error: BaseException | None, where: object = None) -> bool:
+    """Whether an error is the debris of an orbax read or write that already failed: the
+    callbacks of its other pending tensorstore operations finding their event loop closed, and
+    its coroutines left unawaited (the failure itself is raised, and reported, once)."""
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    code = getattr(where, "cr_code", None)
+    return code is not None and "orbax" in code.co_filename
+
+
+def quiet_failed_io() -> None:
+    """Keeps the debris of a failed orbax read or write (``_is_io_cleanup``) off stderr: after a
+    damaged checkpoint or a full disk, one message says what happened instead of thousands of
+    lines of tracebacks. Every other uncaught or unraisable error is printed as before."""
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def quiet_excepthook(kind, error, trace):
+        if not _is_io_cleanup(error):
+            excepthook(kind, error, trace)
+
+    def quiet_unraisablehook(unraisable):
+        if not _is_io_cleanup(unraisable.exc_value, unraisable.object):
+            unraisablehook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def compile_cheap(fn: Callable, *args) -> Callable:

@@ -74,10 +74,12 @@ def validate_gates(spec: object, gates: tuple[str, ...]) -> None:
     """Checks every gate mode of ``spec``: known, not self-tied, tied only to learned gates."""
     name = type(spec).__name__
     modes = {gate: getattr(spec, gate) for gate in gates}
+    for gate, mode in modes.items():  # every mode a string first: a tie reads its source's
+        if not isinstance(mode, str):
+            allowed = _allowed_modes(gate, gates)
+            raise ValueError(f"{name}.{gate}={mode!r} is not a gate mode; allowed: {allowed}")
     for gate, mode in modes.items():
         allowed = _allowed_modes(gate, gates)
-        if not isinstance(mode, str):
-            raise ValueError(f"{name}.{gate}={mode!r} is not a gate mode; allowed: {allowed}")
         kind, source = parse_mode(mode)
         if kind in ("learned", "open"):
             continue

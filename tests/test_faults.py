@@ -323,7 +323,10 @@ def no_training(monkeypatch):
     return calls
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=4 * settings.default.max_examples,  # 60, or 800 with HYPOTHESIS_PROFILE=slow
+)
 @given(overrides=st.lists(OVERRIDES, min_size=1, max_size=3))
 def test_fuzzed_overrides(tmp_path, capsys, no_training, overrides):
     workdir = tmp_path / f"never{len(no_training)}-{abs(hash(tuple(overrides)))}"
@@ -417,7 +420,10 @@ WORDS += ["configs/adding.py:quick", "configs/nope.py", "--help", "--wrokdir", "
 WORDS += ["model.hidden=8", "model.hiden=8", "--prompt", "--length", "-1", "--baseline", "/tmp"]
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    max_examples=4 * settings.default.max_examples,  # 60, or 800 with HYPOTHESIS_PROFILE=slow
+)
 @given(argv=st.lists(st.sampled_from(WORDS), max_size=6))
 def test_fuzzed_command_lines(tmp_path, capsys, monkeypatch, no_training, argv):
     monkeypatch.chdir(ROOT)
