@@ -24,6 +24,7 @@ from gatelab.specs import SpecBase
 __all__ = [
     "Family",
     "Fused",
+    "zero_hidden",
     "Parts",
     "Params",
     "Initializer",
@@ -83,6 +84,15 @@ def _nothing(carry) -> dict[str, Array]:
     return {}
 
 
+def zero_hidden(spec, batch: tuple[int, ...], features: int, dtype) -> Array:
+    """The zero carry of a family whose carry is ``h`` alone: (*batch, features)."""
+    return jnp.zeros((*batch, features), dtype)
+
+
+def _the_carry(carry: Array) -> Array:
+    return carry
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
     """One cell family: the functions ``GatedCell``, ``GatedRNN`` and the counters need.
@@ -94,8 +104,9 @@ class Family:
         spec: the family's spec class (the registry's key).
         declare: ``(spec, parts) -> params``: creates the parameters through ``parts``.
         breakdown: ``(spec, input_size, features) -> {part: count}`` in closed form.
-        zero_carry: ``(spec, batch_shape, features, dtype) -> carry`` of zeros.
-        hidden: ``carry -> h``: the hidden state a readout reads.
+        zero_carry: ``(spec, batch_shape, features, dtype) -> carry`` of zeros (default: a
+            carry that is ``h`` alone).
+        hidden: ``carry -> h``: the hidden state a readout reads (default: the carry itself).
         inputs: ``(spec, params, x, carry) -> (pre, consts)``: the pre-activations of one
             step with one matmul per part (``GatedCell``, the readable reference).
         fused: ``(spec, params) -> Fused``: the same with the blocks' matmuls fused (a linear
@@ -118,10 +129,10 @@ class Family:
     spec: type[SpecBase]
     declare: Callable[..., Params]
     breakdown: Callable[..., dict[str, int]]
-    zero_carry: Callable[..., Any]
-    hidden: Callable[[Any], Array]
     inputs: Callable[..., tuple[dict[str, Array], dict[str, Array]]]
     fused: Callable[..., Fused]
+    zero_carry: Callable[..., Any] = zero_hidden
+    hidden: Callable[[Any], Array] = _the_carry
     step: Callable[..., tuple[Any, Array, dict[str, Array]]] | None = None
     coefficients: Callable[..., tuple[Array | None, Array, dict[str, Array]]] | None = None
     observe: Callable[[Any], dict[str, Array]] = _nothing

@@ -173,10 +173,6 @@ def breakdown(spec: GRUSpec, input_size: int, features: int) -> dict[str, int]:
     return parts
 
 
-def zero_carry(spec: GRUSpec, batch: tuple[int, ...], features: int, dtype) -> Array:
-    return jnp.zeros((*batch, features), dtype)
-
-
 # --------------------------------------------------------------------------------------------------
 # Pre-activations: per part (GatedCell) or fused (GatedRNN).
 #
@@ -303,8 +299,6 @@ FAMILY = Family(
     spec=GRUSpec,
     declare=declare,
     breakdown=breakdown,
-    zero_carry=zero_carry,
-    hidden=lambda h: h,
     inputs=inputs,
     fused=fused,
     step=step,

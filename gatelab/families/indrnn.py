@@ -90,10 +90,6 @@ def breakdown(spec: IndRNNSpec, input_size: int, features: int) -> dict[str, int
     return parts
 
 
-def zero_carry(spec: IndRNNSpec, batch: tuple[int, ...], features: int, dtype) -> Array:
-    return jnp.zeros((*batch, features), dtype)
-
-
 def inputs(spec: IndRNNSpec, params: dict, x: Array, h: Array) -> tuple[dict, dict]:
     candidate = params["candidate"]
     pre = {"candidate": x @ candidate["kernel_x"] + candidate["bias"]}
@@ -135,8 +131,6 @@ FAMILY = Family(
     spec=IndRNNSpec,
     declare=declare,
     breakdown=breakdown,
-    zero_carry=zero_carry,
-    hidden=lambda h: h,
     inputs=inputs,
     fused=fused,
     step=step,

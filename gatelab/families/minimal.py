@@ -120,10 +120,6 @@ def breakdown(spec: MinSpec, input_size: int, features: int) -> dict[str, int]:
     return {**dict.fromkeys(spec.learned_gates, block), "candidate": block}
 
 
-def zero_carry(spec: MinSpec, batch: tuple[int, ...], features: int, dtype) -> Array:
-    return jnp.zeros((*batch, features), dtype)
-
-
 def fused(spec: MinSpec, params: dict) -> Fused:
     """Every block's input projection in one matmul; there is no recurrent matmul."""
     blocks = [*spec.learned_gates, "candidate"]
@@ -208,8 +204,6 @@ FAMILY = Family(
     spec=MinSpec,
     declare=declare,
     breakdown=breakdown,
-    zero_carry=zero_carry,
-    hidden=lambda h: h,
     inputs=inputs,
     fused=fused,
     coefficients=coefficients,

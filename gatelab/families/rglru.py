@@ -130,10 +130,6 @@ def breakdown(spec: RGLRUSpec, input_size: int, features: int) -> dict[str, int]
     return {**dict.fromkeys(_input_blocks(spec), block), "decay": features}
 
 
-def zero_carry(spec: RGLRUSpec, batch: tuple[int, ...], features: int, dtype) -> Array:
-    return jnp.zeros((*batch, features), dtype)
-
-
 def inputs(spec: RGLRUSpec, params: dict, x: Array, h: Array) -> tuple[dict, dict]:
     """``Lin(x)`` of every learned gate and of the projection (or ``x`` itself)."""
     pre = {p: x @ params[p]["kernel_x"] + params[p]["bias"] for p in _input_blocks(spec)}
@@ -203,8 +199,6 @@ FAMILY = Family(
     spec=RGLRUSpec,
     declare=declare,
     breakdown=breakdown,
-    zero_carry=zero_carry,
-    hidden=lambda h: h,
     inputs=inputs,
     fused=fused,
     coefficients=coefficients,
