@@ -149,10 +149,13 @@ def _recurrence(family: Family, spec: Spec, params, x, carry, mask, unroll, capt
     ``capture`` also ``{"gates": {gate: (t, b, H)}, "state": {name: (t, b, ...)}}``."""
     layout = family.fused(spec, params)
     carry = tuple(carry) if isinstance(carry, list) else carry  # a scan's carry keeps its type
-    if fused and layout.w.ndim != 2:
+    w = layout.w
+    if w is None:  # no recurrent matmul: an empty one, so that every family scans alike
+        w = jnp.zeros((layout.read(carry).shape[-1], 0), layout.wx.dtype)
+    if fused and w.ndim != 2:
         raise ValueError(
             f"backward='fused' needs one dense recurrent kernel; {type(spec).__name__} has "
-            f"per-head kernels {layout.w.shape}: use model.backward=autodiff"
+            f"per-head kernels {w.shape}: use model.backward=autodiff"
         )
 
     def cell(proj, rec, carry, m, consts, x, probe=None):
@@ -162,7 +165,7 @@ def _recurrence(family: Family, spec: Spec, params, x, carry, mask, unroll, capt
         new_carry, y = _finish(new_carry, new_h, carry, m)
         return new_carry, y, (gates, observed)
 
-    params = (layout.wx, layout.bias, layout.w)
+    params = (layout.wx, layout.bias, w)
     out = _scan_cells(
         cell, layout.read, params, x, carry, mask, layout.consts, unroll, capture, fused, probe
     )

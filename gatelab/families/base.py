@@ -54,6 +54,10 @@ default_recurrent_init = nn.initializers.orthogonal()
 # --------------------------------------------------------------------------------------------------
 
 
+def _the_carry(carry: Array) -> Array:
+    return carry
+
+
 @dataclasses.dataclass(frozen=True)
 class Fused:
     """A recurrence's matmuls fused across its parameter blocks (``GatedRNN``'s fast path).
@@ -65,19 +69,21 @@ class Fused:
     Attributes:
         wx: the input kernels of every block, concatenated: (d, k*H).
         bias: their biases: (1, k*H).
-        w: the recurrent kernels: (r, k'*H), ``r`` the width of ``read(carry)`` (or per head,
-            (heads, r / heads, k'*H / heads), where ``read`` gives (b, heads, 1, r / heads)).
-        read: carry -> the recurrent matmul's input (b, r); a pure function of the carry.
         split: ``(proj, rec, x) -> pre``; a pure function (it closes over no array).
+        w: the recurrent kernels: (r, k'*H), ``r`` the width of ``read(carry)`` (or per head,
+            (heads, r / heads, k'*H / heads), where ``read`` gives (b, heads, 1, r / heads));
+            ``None``: no recurrent matmul (IndRNN, a linear recurrence; ``rec`` is then empty).
+        read: carry -> the recurrent matmul's input (b, r); a pure function of the carry (by
+            default the carry itself, where it is ``h`` alone).
         consts: arrays the step needs at every time step (peepholes, a kernel applied late).
     """
 
     wx: Array
     bias: Array
-    w: Array
-    read: Callable[[Any], Array]
-    split: Callable[[Array, Array], dict[str, Array]]
-    consts: dict[str, Array]
+    split: Callable[[Array, Array, Array], dict[str, Array]]
+    w: Array | None = None
+    read: Callable[[Any], Array] = _the_carry
+    consts: dict[str, Array] = dataclasses.field(default_factory=dict)
 
 
 def _nothing(carry) -> dict[str, Array]:
@@ -87,10 +93,6 @@ def _nothing(carry) -> dict[str, Array]:
 def zero_hidden(spec, batch: tuple[int, ...], features: int, dtype) -> Array:
     """The zero carry of a family whose carry is ``h`` alone: (*batch, features)."""
     return jnp.zeros((*batch, features), dtype)
-
-
-def _the_carry(carry: Array) -> Array:
-    return carry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +153,7 @@ class Family:
 
 
 def activation(name: str) -> Callable[[Array], Array]:
-    """The candidate or cell activation named in a spec."""
+    """The activation named in a spec (a candidate, a cell, IndRNN's unit)."""
     match name:
         case "tanh":
             return jnp.tanh
@@ -161,6 +163,8 @@ def activation(name: str) -> Callable[[Array], Array]:
             return lambda x: jnp.where(x >= 0, x + 0.5, jax.nn.sigmoid(x))
         case "sigmoid":
             return jax.nn.sigmoid
+        case "relu":  # IndRNN's
+            return jax.nn.relu
     raise ValueError(f"unknown activation {name!r}")
 
 

@@ -240,10 +240,8 @@ def fused(spec: GRUSpec, params: dict) -> Fused:
         wx, bias = fuse(params, blocks, "kernel_x"), fuse(params, blocks, "bias")[None, :]
     else:  # every part takes x as it is (D = H)
         wx, bias = jnp.zeros((size, 0), dtype), jnp.zeros((1, 0), dtype)
-    if recurrent:
-        w = fuse(params, recurrent, "kernel_h")
-    else:  # MGU-like specs with nothing before the candidate: an empty matmul
-        w = jnp.zeros((size, 0), dtype)
+    # None: MGU-like specs with nothing before the candidate have no recurrent matmul.
+    w = fuse(params, recurrent, "kernel_h") if recurrent else None
 
     def split(proj, rec, x):
         parts = split_blocks(proj, blocks, size)
@@ -258,7 +256,7 @@ def fused(spec: GRUSpec, params: dict) -> Fused:
         return pre
 
     consts = {k: v[None, :] if v.ndim == 1 else v for k, v in _consts(spec, params).items()}
-    return Fused(wx, bias, w, lambda h: h, split, consts)
+    return Fused(wx, bias, split, w, consts=consts)
 
 
 # --------------------------------------------------------------------------------------------------

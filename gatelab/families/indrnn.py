@@ -13,14 +13,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gatelab.families.base import Family, Fused, Parts, split_blocks
+from gatelab.families.base import Family, Fused, Parts, activation, split_blocks
 from gatelab.specs import SpecBase, validate_choice, validate_float
 
 __all__ = ["IndRNNSpec", "FAMILY"]
 
 Array = jax.Array
 
-ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh}
+ACTIVATIONS = ("relu", "tanh")
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -54,7 +54,7 @@ class IndRNNSpec(SpecBase):
 
     def __post_init__(self):
         validate_choice(self, "recurrence", ("learned", "open"))
-        validate_choice(self, "activation", tuple(ACTIVATIONS))
+        validate_choice(self, "activation", ACTIVATIONS)
         validate_float(self, "tmax")
         if self.tmax < 1:
             raise ValueError(f"IndRNNSpec.tmax={self.tmax!r} must be at least 1")
@@ -104,16 +104,14 @@ def fused(spec: IndRNNSpec, params: dict) -> Fused:
     return Fused(
         candidate["kernel_x"],
         candidate["bias"][None, :],
-        jnp.zeros((size, 0), candidate["bias"].dtype),
-        lambda h: h,
         lambda proj, rec, x: split_blocks(proj, ["candidate"], size),
-        consts,
+        consts=consts,
     )
 
 
 def step(spec: IndRNNSpec, pre: dict, h: Array, consts: dict, probe: Array | None = None):
     s = pre["candidate"] + consts["u"] * h if "u" in consts else pre["candidate"]
-    new_h = ACTIVATIONS[spec.activation](s)
+    new_h = activation(spec.activation)(s)
     if probe is not None:
         new_h = new_h + probe
     return new_h, new_h, {}

@@ -232,7 +232,7 @@ def fused(spec: LSTMSpec, params: dict) -> Fused:
         return split_blocks(proj + rec, blocks, size)
 
     consts = {g: p[None, :] for g, p in _peepholes(spec, params).items()}  # (1, H) each
-    return Fused(wx, bias, w, read, split, consts)
+    return Fused(wx, bias, split, w, read, consts)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -127,10 +127,7 @@ def fused(spec: MinSpec, params: dict) -> Fused:
     return Fused(
         fuse(params, blocks, "kernel_x"),
         fuse(params, blocks, "bias")[None, :],
-        jnp.zeros((size, 0), params["candidate"]["bias"].dtype),
-        lambda h: h,
         lambda proj, rec, x: split_blocks(proj, blocks, size),
-        {},
     )
 
 

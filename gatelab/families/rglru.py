@@ -153,7 +153,7 @@ def fused(spec: RGLRUSpec, params: dict) -> Fused:
     else:  # no gate, no projection: nothing to project
         wx, bias = jnp.zeros((size, 0), dtype), jnp.zeros((1, 0), dtype)
     consts = {"lambda": params["decay"]["lambda"][None, None, :]}  # against (t, b, H)
-    return Fused(wx, bias, jnp.zeros((size, 0), dtype), lambda h: h, split, consts)
+    return Fused(wx, bias, split, consts=consts)
 
 
 # --------------------------------------------------------------------------------------------------

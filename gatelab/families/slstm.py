@@ -225,7 +225,7 @@ def fused(spec: SLSTMSpec, params: dict) -> Fused:
     heads = spec.heads
     per_head = spec.mixing and heads > 1
     if not spec.mixing:
-        w = jnp.zeros((size, 0), wx.dtype)
+        w = None
     elif heads == 1:  # a dense recurrence: one plain (H, k*H) matmul, as the LSTM's
         w = jnp.concatenate([params[b]["kernel_h"][0] for b in blocks], axis=-1)
     else:
@@ -247,7 +247,7 @@ def fused(spec: SLSTMSpec, params: dict) -> Fused:
             b: pre[b] + per_block[:, :, j].reshape(rec.shape[0], size) for j, b in enumerate(blocks)
         }
 
-    return Fused(wx, bias, w, read, split, {})
+    return Fused(wx, bias, split, w, read)
 
 
 # --------------------------------------------------------------------------------------------------
