@@ -22,7 +22,14 @@ from gatelab.config import Config
 from gatelab.rnn import GatedRNN
 from gatelab.tasks import Task
 
-__all__ = ["SequenceModel", "build_model", "model_param_count", "solve_hidden", "param_parts"]
+__all__ = [
+    "SequenceModel",
+    "build_model",
+    "layer_inputs",
+    "model_param_count",
+    "solve_hidden",
+    "param_parts",
+]
 
 Array = jax.Array
 
@@ -186,19 +193,9 @@ def build_model(config: Config, task: Task, hidden: int | None = None) -> Sequen
             f"model.backward=fused: the hand-written backward needs one dense recurrent kernel, "
             f"which {type(config.spec).__name__} has not; allowed: autodiff"
         )
-    hidden = hidden or config.model.hidden
-    width = config.model.embed or hidden
-    features = task.input_size if encoder == "none" else width
-    directions = 2 if config.model.bidirectional else 1
-    for layer in range(config.model.layers):  # sizes a spec cannot take: before any parameter
-        try:
-            families.check_sizes(config.spec, features, hidden)
-        except ValueError as error:
-            raise ValueError(f"model.spec (layer {layer}, input {features}): {error}") from None
-        features = directions * hidden
-    return SequenceModel(
+    model = SequenceModel(
         spec=config.spec,
-        hidden=hidden,
+        hidden=hidden or config.model.hidden,
         output_size=task.output_size,
         layers=config.model.layers,
         bidirectional=config.model.bidirectional,
@@ -210,6 +207,21 @@ def build_model(config: Config, task: Task, hidden: int | None = None) -> Sequen
         unroll=config.model.unroll,
         backward=config.model.backward,
     )
+    for layer, features in enumerate(layer_inputs(model, task.input_size)):
+        try:  # sizes a spec cannot take: before any parameter exists
+            families.check_sizes(model.spec, features, model.hidden)
+        except ValueError as error:
+            raise ValueError(f"model.spec (layer {layer}, input {features}): {error}") from None
+    return model
+
+
+def layer_inputs(model: SequenceModel, input_size: int) -> list[int]:
+    """The input width of every recurrent layer (of each direction): the encoder's output (or
+    the task's ``input_size`` without one), then the layer below's, both directions side by
+    side."""
+    directions = 2 if model.bidirectional else 1
+    first = input_size if model.encoder == "none" else model.embed or model.hidden
+    return [first] + [directions * model.hidden] * (model.layers - 1)
 
 
 def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> int:
@@ -218,14 +230,14 @@ def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> in
     width = model.embed or model.hidden
     match model.encoder:
         case "embedding":
-            total, features = model.vocab_size * width, width
+            total = model.vocab_size * width
         case "linear":
-            total, features = input_size * width + width, width
+            total = input_size * width + width
         case _:
-            total, features = 0, input_size
-    for _ in range(model.layers):
+            total = 0
+    for features in layer_inputs(model, input_size):
         total += directions * families.param_count(model.spec, features, model.hidden)
-        features = directions * model.hidden
+    features = directions * model.hidden
     if not model.per_step and model.readout == "flatten":
         features *= seq_len
     return total + features * model.output_size + model.output_size

@@ -74,6 +74,11 @@ class Program:
         """Greff et al.'s Gaussian input noise is on (real inputs only)."""
         return self.config.model.input_noise > 0 and self.task.input_kind == "real"
 
+    @property
+    def param_count(self) -> int:
+        """Every run's parameter count, in closed form (``models.model_param_count``)."""
+        return models.model_param_count(self.model, self.task.input_size, self.task.seq_len)
+
 
 def build_program(config: Config) -> Program:
     """The task and the model of ``config`` (its hidden size solved where it matches a count)."""
@@ -566,11 +571,10 @@ def _check_group(runs: list[Config]) -> Config:
 def _writers(program: Program, runs, run_dirs, group_dir: Path):
     """Every run's writer (its record and W&B mirror), and the directory of runs they are in."""
     task = program.task
-    n_params = models.model_param_count(program.model, task.input_size, task.seq_len)
     resolved = {
         "spec": repr(program.config.spec),
         "hidden": program.model.hidden,
-        "params": n_params,
+        "params": program.param_count,
     }
     checkpoint_dir = (group_dir / "checkpoints").absolute()
     # W&B runs are grouped and named by the directory of runs, so that a sweep is one W&B group.
@@ -642,10 +646,8 @@ def _start(program: Program, checkpoints: Checkpoints, seeds, values, example):
 
 def _param_counts(program: Program, state: TrainState) -> dict[str, int]:
     """``total`` (closed form) and per part, from the stacked parameters' shapes."""
-    task = program.task
-    total = models.model_param_count(program.model, task.input_size, task.seq_len)
     one_run = jax.tree_util.tree_map(lambda x: x.shape[1:], state.params)
-    return {"total": total, **models.param_parts(one_run)}
+    return {"total": program.param_count, **models.param_parts(one_run)}
 
 
 def _rows(step: int, losses, grad_norms, diverged, elapsed: float) -> list[dict[str, Any]]:
