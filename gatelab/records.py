@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -136,6 +137,11 @@ def read_json_or_none(path: Path) -> Any:
         return None
 
 
+def _line(row: dict[str, Any]) -> str:
+    """One line of a ``metrics.jsonl``."""
+    return json.dumps(_clean(row), sort_keys=True) + "\n"
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The lines of a ``metrics.jsonl`` (a torn last line, from a kill mid-write, is skipped)."""
     rows = []
@@ -150,8 +156,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@functools.cache
 def code_version() -> str:
-    """``gatelab <version>`` plus the git commit of the source tree, where there is one."""
+    """``gatelab <version>`` plus the git commit of the source tree, where there is one.
+
+    Once per process (two ``git`` calls): the code a process runs does not change while it runs,
+    and a sweep writes its index at every group's start and end."""
     try:
         version = f"gatelab {importlib.metadata.version('gatelab')}"
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
@@ -208,25 +218,6 @@ def config_difference(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 # metric at the best-validation parameters, ``final/test/<m>`` and ``final/eval/<m>`` at the last
 # step (``train/<m>`` in the metrics lines).
 METRIC_SPLITS = ("eval/", "test/", "final/", "train/")
-_SCALARS = (
-    "status",
-    "variant",
-    "spec",
-    "task",
-    "seed",
-    "hidden",
-    "primary_metric",
-    "direction",
-    "chance",
-    "step",
-    "steps",
-    "best_step",
-    "diverged_step",
-    "task_note",
-    "error",
-    "traceback",
-)
-_SECTIONS = ("params", "hparams", "time", "gates", "labels", "units", "directions")
 
 
 @dataclasses.dataclass
@@ -331,6 +322,18 @@ class Summary:
         """A metric key's value (``None`` when absent or non-finite)."""
         value = self.metrics.get(key)
         return value if value is not None and math.isfinite(value) else None
+
+
+# On disk, a scalar field is a plain key and a section's entries are ``<section>/<key>``: every
+# dict field but ``metrics`` (whose keys already hold a split) and ``extra`` is a section.
+_SCALARS = tuple(
+    f.name for f in dataclasses.fields(Summary) if f.default_factory is dataclasses.MISSING
+)
+_SECTIONS = tuple(
+    f.name
+    for f in dataclasses.fields(Summary)
+    if f.default_factory is dict and f.name not in ("metrics", "extra")
+)
 
 
 def gate_columns(columns: Iterable[str]) -> list[tuple[str, str, str, str]]:
@@ -572,14 +575,13 @@ class RunRecord:
         rows = [row for row in read_metrics(self.metrics_path) if row["step"] <= step]
         tmp = self.metrics_path.with_name(".metrics.jsonl.tmp")
         with open(tmp, "w") as f:
-            for row in rows:
-                f.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+            f.writelines(_line(row) for row in rows)
         os.replace(tmp, self.metrics_path)
 
     def log(self, row: dict[str, Any]) -> None:
         """Appends one line (``row`` holds ``step``) and flushes it to disk."""
         with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(_clean(row), sort_keys=True) + "\n")
+            f.write(_line(row))
             f.flush()
 
 

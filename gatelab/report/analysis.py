@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from gatelab import records
 from gatelab.report import stats
 from gatelab.report.metric import Metric
 
@@ -42,7 +43,7 @@ def resolve_metric(runs: pd.DataFrame, metric: str | None = None) -> Metric:
         raise ValueError("the records name no primary_metric (no run has a summary); pass a metric")
     key = metric if metric is not None else f"test/{primary}"
     key = key if "/" in key else f"test/{key}"
-    found = sorted(c for c in runs.columns if c.startswith(("test/", "eval/", "final/", "train/")))
+    found = sorted(c for c in runs.columns if c.startswith(records.METRIC_SPLITS))
     # Without any metric in the records (no run got that far) there is nothing to check against.
     if metric is not None and key not in runs and found:
         raise ValueError(f"no run has the metric {key!r}; the records have: {', '.join(found)}")
