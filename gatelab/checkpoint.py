@@ -25,7 +25,7 @@ import orbax.checkpoint as ocp
 
 from gatelab.records import CheckpointError
 
-__all__ = ["Checkpoints", "CheckpointError"]
+__all__ = ["Checkpoints", "CheckpointError", "first_line"]
 
 
 # Tests make "killed while a save is being written" reachable by slowing saves down.
@@ -148,10 +148,9 @@ class Checkpoints:
                 self._set_aside(damaged, step)
             return step, state, note
         if damaged:
-            reasons = "; ".join(f"step {s}: {_first_line(e)}" for s, e in damaged)
             raise CheckpointError(
-                f"no checkpoint in {self.directory} restores ({reasons}); nothing was changed: "
-                "move the directory away to start the group from scratch"
+                f"no checkpoint in {self.directory} restores ({_reasons(damaged)}); nothing was "
+                "changed: move the directory away to start the group from scratch"
             )
         return None
 
@@ -167,10 +166,9 @@ class Checkpoints:
             os.replace(self.directory / str(step), target)
             names.append(target.name)
         self.manager = self._open()
-        reasons = "; ".join(f"step {s}: {_first_line(e)}" for s, e in damaged)
         warnings.warn(
             f"checkpoints in {self.directory} that do not restore were set aside as "
-            f"{', '.join(names)} ({reasons}); resuming from step {restored}",
+            f"{', '.join(names)} ({_reasons(damaged)}); resuming from step {restored}",
             stacklevel=3,
         )
 
@@ -192,9 +190,15 @@ class Checkpoints:
                 pass
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """``<type>: <first line of the message>``, at most 300 characters (orbax's and
+    tensorstore's errors run to pages)."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _reasons(damaged: list[tuple[int, Exception]]) -> str:
+    return "; ".join(f"step {step}: {first_line(error)}" for step, error in damaged)
 
 
 def _size(directory: Path) -> int:

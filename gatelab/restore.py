@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from gatelab import config as config_lib
 from gatelab import models, records, tasks
-from gatelab.checkpoint import Checkpoints
+from gatelab.checkpoint import Checkpoints, first_line
 from gatelab.config import Config
 
 __all__ = ["RestoredRun", "resolve_run", "restore_run"]
@@ -82,7 +82,7 @@ def restore_run(run_dir: str | Path) -> RestoredRun:
     except Exception as error:  # noqa: BLE001  (damaged files: say which checkpoint)
         raise records.CheckpointError(
             f"the checkpoint of {run_dir} (step {step} in {checkpoints.directory}) cannot be read: "
-            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+            f"{first_line(error)}"
         ) from None
     finally:
         checkpoints.close()
