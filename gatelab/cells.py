@@ -10,8 +10,9 @@ Parameters are named after what they belong to, the same for both (docs/referenc
 ``candidate`` (GRU and the min family); each with ``kernel_x`` (D, H), ``kernel_h`` (H, H; not in
 the min family), ``bias`` (H,), ``peephole`` (H,) where peepholes are on, ``bias_h`` (H,) for the
 GRU candidate's recurrent bias where the reset gate acts after the matmul; FGR adds
-``gate_recurrence/kernel`` (G*H, G*H). A removed (``"open"``) or tied gate owns nothing and costs
-nothing.
+``gate_recurrence/kernel`` (G*H, G*H). The newer families name theirs the same way: sLSTM's
+``kernel_h`` per head (NH, DH, DH), RG-LRU's ``decay/lambda`` (H,), IndRNN's ``recurrence/u``
+(H,). A removed (``"open"``) or tied gate owns nothing and costs nothing.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ Array = jax.Array
 
 
 class GatedCell(nn.RNNCellBase):
-    """One step of an LSTM, GRU or min-family cell whose gates follow ``spec``.
+    """One step of a cell of any family (``gatelab.families``) whose gates follow ``spec``.
 
     A ``flax.linen`` cell with Flax's interface: ``__call__(carry, x) -> (carry, y)``,
     ``initialize_carry(rng, input_shape)``, ``num_feature_axes``; ``flax.linen.RNN`` and
     ``Bidirectional`` take it unchanged. Carries: LSTM ``(c, h)`` as in Flax, ``(c, h, a)`` with
-    FGR (``a`` the previous learned-gate activations, (..., G*H)); GRU and min family ``h``.
+    FGR (``a`` the previous learned-gate activations, (..., G*H)); sLSTM ``(c, n, m, h)``; every
+    other family ``h``. The equations of the three Greff-era families follow; each family's
+    spec class gives its own (``gatelab variants NAME`` prints them).
 
     LSTM (``LSTMSpec``; Greff et al. 2017)::
 
@@ -66,11 +69,13 @@ class GatedCell(nn.RNNCellBase):
     ``gate(.)`` is sigma(s) for a learned gate, 1 for an open one (skipped), ``1 - sigma(s_src -
     tie_shift)`` for ``"1-src"``, and the source's activation for ``"src"``. With the ``"gates"``
     collection mutable, the live gates' activations are sown there as one dict,
-    ``gates/activations: {gate: (..., H)}`` (and the LSTM cell state as ``state/cell``).
+    ``gates/activations: {gate: (..., H)}`` (and the family's states, such as the LSTM cell, as
+    ``state/<name>``).
 
     Attributes:
         features: hidden size ``H``.
-        spec: the cell's spec (``LSTMSpec``, ``GRUSpec`` or ``MinSpec``).
+        spec: the cell's spec (``LSTMSpec``, ``GRUSpec``, ``MinSpec``, ``SLSTMSpec``,
+            ``RGLRUSpec`` or ``IndRNNSpec``).
     """
 
     features: int

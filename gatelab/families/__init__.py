@@ -61,14 +61,10 @@ def family(spec: Spec) -> Family:
 
 
 def param_breakdown(spec: Spec, input_size: int, features: int) -> dict[str, int]:
-    """Parameters of one cell, per part, in closed form (``D = input_size``, ``H = features``).
-
-    - LSTM: every learned gate and the candidate own ``D*H + H*H + H`` (``kernel_x``,
-      ``kernel_h``, ``bias``), a learned gate ``+ H`` with peepholes, and FGR adds ``(G*H)**2``
-      for the ``G`` learned gates.
-    - GRU: the same per learned gate and for the candidate, ``+ H`` for the candidate's recurrent
-      bias where ``reset_after`` and the reset gate is not open.
-    - Min family: every learned gate and the candidate own ``D*H + H`` (no recurrent kernels).
+    """Parameters of one cell, per part, in closed form (``D = input_size``, ``H = features``):
+    the family's ``breakdown``, whose docstring gives its formula. For example an LSTM's learned
+    gates and candidate own ``D*H + H*H + H`` each (``kernel_x``, ``kernel_h``, ``bias``); the
+    min family's ``D*H + H`` (no recurrent kernels).
 
     Returns:
         ``{part: count}`` for the parts that exist (removed and tied gates are absent).
