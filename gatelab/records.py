@@ -10,6 +10,7 @@ a ``gatelab train`` workdir as much as a sweep, has one layout::
     DIR/<run>/summary.json      a ``Summary``: flat keys with slashes, replaced atomically
     DIR/<run>/wandb/            the W&B run's files (offline by default)
     DIR/groups/<group>/checkpoints/   the group's stacked orbax checkpoints
+    DIR/groups/<group>/lock     claimed (``flock``) by the process training the group
 
 A two-stage study keeps one such directory per stage, ``DIR/tune`` and ``DIR/test``; ``find``
 says what a directory holds. W&B is a mirror: it never decides anything, and a W&B failure only
@@ -29,7 +30,7 @@ import os
 import subprocess
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +61,13 @@ __all__ = [
     "read_json_or_none",
     "read_metrics",
     "read_summary",
+    "update_index",
     "write_index",
     "write_json_atomic",
 ]
 
 INDEX = "sweep.json"  # the index of a directory of runs
+INDEX_LOCK = ".sweep.lock"  # held while the index is written
 # A run's status, in the order reports count them; ``pending``: not started (no summary yet).
 STATUSES = ("completed", "diverged", "failed", "running", "pending")
 FINISHED = ("completed", "diverged")  # a finished run is never trained again
@@ -377,9 +380,23 @@ def read_index(directory: str | Path) -> dict[str, Any] | None:
 
 
 def write_index(directory: str | Path, index: dict[str, Any]) -> None:
-    """Replaces ``DIR/sweep.json`` (with the code version added)."""
+    """Replaces ``DIR/sweep.json`` (with the code version added); see ``update_index``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(directory) / INDEX, {**index, "code_version": code_version()})
+
+
+def update_index(directory: str | Path, make: Callable[[], dict[str, Any]]) -> None:
+    """Writes ``DIR/sweep.json`` as ``make()`` returns it, under ``DIR/.sweep.lock``.
+
+    ``make`` reads the statuses from the run records while the lock is held, so that processes
+    sharing the directory each write what the records say at that moment, one at a time, and
+    none overwrites a newer index with what it read earlier.
+    """
+    from gatelab import locks  # stdlib only
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with locks.claim(Path(directory) / INDEX_LOCK, wait=True, poll_s=0.05):
+        write_index(directory, make())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import records
+from gatelab import locks, records
 from gatelab import study as study_lib
 from gatelab import workers as worker_pool
 from gatelab.config import Config
@@ -45,6 +45,7 @@ __all__ = [
     "run_sweep",
     "shard_runs",
     "stage_directory",
+    "statuses",
     "test_stage",
 ]
 
@@ -189,16 +190,36 @@ def load(
 
 
 # ==================================================================================================
-# Shards: n machines share a sweep.
+# Shards: n machines (or n cluster jobs) share a sweep.
 # ==================================================================================================
 
 
-def shard_runs(runs: list[PlannedRun], part: tuple[int, int] | None) -> list[PlannedRun]:
-    """The ``part = (i, n)``-th of ``n`` deterministic shares of ``runs`` (all without one)."""
+def shard_runs(
+    runs: list[PlannedRun], part: tuple[int, int] | None, max_group: int = 64
+) -> list[PlannedRun]:
+    """The runs of the ``part = (i, n)``-th of ``n`` deterministic shares of ``runs``' groups
+    (all of them without one).
+
+    Whole groups are dealt out, never split (a group split over shards would compile its program
+    once per shard): the groups of every valid run, finished or not, costliest first, each to the
+    share with the least work so far (``workers.group_cost``). Invalid runs are dealt in turn.
+    The shares depend only on the study, so a job that is requeued takes the same share again.
+    """
     if part is None:
         return runs
     index, count = part
-    return runs[index::count]
+    valid = [dataclasses.replace(run) for run in runs if run.config is not None]
+    groups = plan_groups(valid, max_group)
+    loads = [0.0] * count
+    mine = set()
+    for k in worker_pool.schedule([[run.config for run in group] for group in groups]):
+        share = min(range(count), key=lambda s: (loads[s], s))
+        loads[share] += worker_pool.group_cost([run.config for run in groups[k]])
+        if share == index:
+            mine.update(run.name for run in groups[k])
+    invalid = [run.name for run in runs if run.config is None][index::count]
+    mine.update(invalid)
+    return [run for run in runs if run.name in mine]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -215,13 +236,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 # ==================================================================================================
 # Running.
 # ==================================================================================================
-
-
-def _status(directory: Path, run: PlannedRun) -> str:
-    if run.error:
-        return "failed"
-    summary = records.read_summary(directory / run.name)
-    return summary.status if summary else "pending"
 
 
 def _failed(run: PlannedRun, error: str, trace: str) -> records.Summary:
@@ -245,6 +259,28 @@ def _write_failure(directory: Path, run: PlannedRun, error: str, trace: str) -> 
     )
 
 
+def statuses(directory: Path, runs: Iterable[PlannedRun]) -> dict[str, str]:
+    """Every run's status, read from the records now: its summary's (``pending`` without one),
+    and ``running`` for an unfinished run whose group is claimed (``locks``) by a process."""
+    held: dict[str, bool] = {}
+    found = {}
+    for run in runs:
+        summary = records.read_summary(directory / run.name)
+        status = summary.status if summary else "pending"
+        if status not in records.FINISHED and status != "failed" and run.group:
+            if run.group not in held:
+                lock = records.group_dir(directory, run.group) / locks.LOCK
+                held[run.group] = locks.holder(lock) is not None
+            status = "running" if held[run.group] else ("pending" if not summary else status)
+        found[run.name] = status
+    return found
+
+
+def _group_of(directory: Path, run: PlannedRun) -> str:
+    stored = records.read_json_or_none(directory / run.name / "config.json") or {}
+    return stored.get("resolved", {}).get("group", "")
+
+
 def run_sweep(
     target: str,
     directory: str | Path,
@@ -259,46 +295,61 @@ def run_sweep(
 ) -> int:
     """Runs (or resumes) the study of ``target`` under ``directory``.
 
+    Many processes may run the same sweep on one directory at once (shards, cluster jobs, the
+    same command twice): each group is claimed before it is trained (``locks``), a group claimed
+    by another process is left to it and waited for at the end, and ``sweep.json`` is derived
+    from the run records under a lock, never written from a stale copy.
+
     Returns:
         0 when every run of this shard finished (completed or diverged), 1 when any failed.
     """
     directory = Path(directory)
     base, study = load(target, overrides, stage, directory, test_seeds)
     directory = stage_directory(directory, stage)
-    planned = shard_runs(expand(base, study), shard)
+    everything = expand(base, study)
+    planned = shard_runs(everything, shard, max_group)
     valid = [run for run in planned if run.config is not None]
-    status = {run.name: _status(directory, run) for run in planned}
-    pending = [run for run in valid if status[run.name] not in records.FINISHED]
+    summaries = {run.name: records.read_summary(directory / run.name) for run in everything}
+    unfinished = [
+        run
+        for run in everything
+        if run.config is not None and not (summaries[run.name] and summaries[run.name].finished)
+    ]
+    # Every unfinished run of the study is given the group its shard trains it in (a shard's
+    # groups are whole groups of this one plan); a finished run keeps the group it trained in.
+    plan_groups(unfinished, max_group)
+    mine = {run.name for run in valid}
+    pending = [run for run in unfinished if run.name in mine]
     groups = plan_groups(pending, max_group)
-    for run in valid:  # finished runs keep the group they were trained in
-        if not run.group:
-            stored = records.read_json_or_none(directory / run.name / "config.json") or {}
-            run.group = stored.get("resolved", {}).get("group", "")
+    for run in everything:
+        if run.config is not None and not run.group:
+            run.group = _group_of(directory, run)
 
     def write_index() -> None:
         path, arg = config_lib.split_target(target)
-        entries = [
-            {
-                "name": run.name,
-                "overrides": {k: v for k, v in run.overrides.items() if k != "run.seeds"},
-                "seed": run.seed,
-                "group": run.group,
-                "status": status[run.name],
-            }
-            for run in planned
-        ]
-        records.write_index(
-            directory,
-            {
+
+        def make() -> dict[str, Any]:
+            status = statuses(directory, everything)
+            entries = [
+                {
+                    "name": run.name,
+                    "overrides": {k: v for k, v in run.overrides.items() if k != "run.seeds"},
+                    "seed": run.seed,
+                    "group": run.group,
+                    "status": status[run.name],
+                }
+                for run in everything
+            ]
+            return {
                 "config": path,
                 "arg": arg,
                 "stage": stage,
                 "kind": study.kind,
                 "overrides": list(overrides),
-                "shard": list(shard) if shard else None,
                 "runs": entries,
-            },
-        )
+            }
+
+        records.update_index(directory, make)
 
     directory.mkdir(parents=True, exist_ok=True)
     for run in planned:
@@ -307,46 +358,53 @@ def run_sweep(
     write_index()
     skipped = len(valid) - len(pending)
     if not quiet:
+        part = f" (shard {shard[0]}/{shard[1]} of {len(everything)})" if shard else ""
         print(
-            f"sweep {directory}: {len(planned)} runs ({skipped} already finished, "
+            f"sweep {directory}: {len(planned)} runs{part} ({skipped} already finished, "
             f"{sum(1 for r in planned if r.error)} invalid), {len(groups)} compiled programs to run"
         )
     count = min(worker_pool.resolve_workers(workers), len(groups)) if groups else 1
-    jobs = [
-        worker_pool.Job(
+
+    def job(number: int, group: list[PlannedRun], wait: bool) -> worker_pool.Job:
+        return worker_pool.Job(
             tuple(run.config for run in group),
             records.group_dir(directory, group[0].group),
             tuple(directory / run.name for run in group),
             quiet or count > 1,  # parallel groups' bars would garble each other
             f"group {number}/{len(groups)} {group[0].config.model.variant}",
+            wait,
         )
-        for number, group in enumerate(groups, 1)
-    ]
-
-    def start(indices: list[int]) -> None:
-        for index in indices:
-            for run in groups[index]:
-                status[run.name] = "running"
-        write_index()
 
     bar = tqdm(total=len(pending), disable=quiet, desc="sweep", unit="run", position=0)
-    for finished, (index, summaries, failure) in enumerate(
-        worker_pool.execute(jobs, count, start), 1
-    ):
-        group = groups[index]
-        if failure is None:
-            for run, summary in zip(group, summaries, strict=True):
-                status[run.name] = summary["status"]
-        else:
-            for run in group:
-                status[run.name] = "failed"
-                _write_failure(directory, run, failure.error, failure.traceback)
-            if not quiet:
-                print(f"group {group[0].group} failed: {failure.error}")
-        write_index()
-        bar.update(len(group))  # tqdm's estimate of the time left is per run
-        bar.set_postfix(groups=f"{finished}/{len(groups)}", workers=count)
+    held: list[int] = []  # groups another process was training: waited for at the end
+    done = 0
+    for wait, indices in ((False, list(range(len(groups)))), (True, held)):
+        if not indices:
+            continue
+        if wait and not quiet:
+            print(f"waiting for {len(indices)} group(s) that other processes are training")
+        jobs = [job(k + 1, groups[k], wait) for k in indices]
+        passing = min(count, len(jobs))
+        for position, _, outcome in worker_pool.execute(jobs, passing, lambda _: write_index()):
+            index = indices[position]
+            group = groups[index]
+            if isinstance(outcome, worker_pool.Held):
+                held.append(index)
+                if not quiet:
+                    print(f"{outcome.message}; left to it")
+                continue
+            if isinstance(outcome, worker_pool.Failure):
+                for run in group:
+                    _write_failure(directory, run, outcome.error, outcome.traceback)
+                if not quiet:
+                    print(f"group {group[0].group} failed: {outcome.error}")
+            write_index()
+            done += 1
+            bar.update(len(group))  # tqdm's estimate of the time left is per run
+            bar.set_postfix(groups=f"{done}/{len(groups)}", workers=passing)
     bar.close()
+    write_index()
+    status = statuses(directory, planned)
     counts = collections.Counter(status.values())
     if not quiet:
         print(f"sweep {directory}: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))

@@ -30,7 +30,7 @@ import optax
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import gates, models, records, runtime, tasks
+from gatelab import gates, locks, models, records, runtime, tasks
 from gatelab.checkpoint import Checkpoints
 from gatelab.config import Config
 
@@ -421,23 +421,31 @@ def train_and_evaluate(config: Config, workdir: str | Path, *, quiet: bool = Fal
 
 
 def _write_index(workdir: Path, runs: dict[str, Config], groups: dict[str, str]) -> None:
-    """A train workdir's index: every seed's run, its group and its status so far."""
-    entries = []
-    for name, run in runs.items():
-        summary = records.read_summary(workdir / name)
-        stored = records.read_json_or_none(workdir / name / "config.json") or {}
-        group = groups.get(name) or stored.get("resolved", {}).get("group", "")
-        status = summary.status if summary else "pending"
-        entries.append(
-            {
-                "name": name,
-                "overrides": {},
-                "seed": run.run.seeds[0],
-                "group": group,
-                "status": status,
-            }
-        )
-    records.write_index(workdir, {"kind": "train", "runs": entries})
+    """A train workdir's index: every seed's run, its group and its status so far (``running``
+    while its group is claimed), read from the records under the index's lock."""
+
+    def make() -> dict[str, Any]:
+        entries = []
+        for name, run in runs.items():
+            summary = records.read_summary(workdir / name)
+            stored = records.read_json_or_none(workdir / name / "config.json") or {}
+            group = groups.get(name) or stored.get("resolved", {}).get("group", "")
+            status = summary.status if summary else "pending"
+            lock = records.group_dir(workdir, group) / locks.LOCK
+            if status not in records.FINISHED and group and locks.holder(lock) is not None:
+                status = "running"
+            entries.append(
+                {
+                    "name": name,
+                    "overrides": {},
+                    "seed": run.run.seeds[0],
+                    "group": group,
+                    "status": status,
+                }
+            )
+        return {"kind": "train", "runs": entries}
+
+    records.update_index(workdir, make)
 
 
 def train_group(
@@ -447,14 +455,37 @@ def train_group(
     *,
     quiet: bool = False,
     progress_label: str = "",
+    wait: bool = True,
 ) -> list[dict]:
     """Trains runs that share one program (one seed each) together; see ``train_and_evaluate``.
+
+    The group is claimed first (``locks.claim`` on ``group_dir/lock``), so that no two processes
+    ever train it at once: another process's claim is waited for (``wait``; its runs are then
+    usually finished, and returned as they are) or raises ``locks.Busy``.
 
     Returns:
         Every run's summary (``summary.json``'s dict).
     """
+    program = build_program(_check_group(runs))  # a bad config fails before any wait
+
+    def waiting(holder: dict) -> None:
+        if not quiet:
+            print(f"{Path(group_dir).name} is being trained by {locks.describe(holder)}; waiting")
+
+    with locks.claim(Path(group_dir) / locks.LOCK, wait=wait, on_wait=waiting):
+        return _train_claimed(program, runs, Path(group_dir), run_dirs, quiet, progress_label)
+
+
+def _train_claimed(
+    program: Program,
+    runs: list[Config],
+    group_dir: Path,
+    run_dirs: list[Path],
+    quiet: bool,
+    progress_label: str,
+) -> list[dict]:
+    """``train_group``'s work, once the group is claimed."""
     # ---------------------------------------------------------------------------------- setup --
-    program = build_program(_check_group(runs))
     config, task, r = program.config, program.task, len(runs)
     group_dir = Path(group_dir)
     writers, record_root = _writers(program, runs, run_dirs, group_dir)

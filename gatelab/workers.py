@@ -20,7 +20,7 @@ from gatelab import config as config_lib
 from gatelab import families, records
 from gatelab.config import Config
 
-__all__ = ["Job", "Failure", "execute", "group_cost", "resolve_workers", "schedule"]
+__all__ = ["Job", "Failure", "Held", "execute", "group_cost", "resolve_workers", "schedule"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,14 @@ class Job:
     run_dirs: tuple[Path, ...]
     quiet: bool = True
     label: str = ""
+    wait: bool = True  # for a group another process is training (False: it comes back Held)
+
+
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A job not run: another process holds its group's claim (``locks``)."""
+
+    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +81,10 @@ def schedule(groups: Sequence[Sequence[Config]]) -> list[int]:
     return sorted(range(len(groups)), key=lambda k: -group_cost(groups[k]))
 
 
-def _train(job: Job) -> tuple[list[dict] | None, Failure | None]:
-    """Trains one group; a failure comes back instead of an exception."""
-    from gatelab import train  # in a worker, the runner's imports happen here
+def _train(job: Job) -> tuple[list[dict] | None, Failure | Held | None]:
+    """Trains one group; a failure (or another process's claim on the group) comes back
+    instead of an exception."""
+    from gatelab import locks, train  # in a worker, the runner's imports happen here
 
     try:
         summaries = train.train_group(
@@ -84,8 +93,11 @@ def _train(job: Job) -> tuple[list[dict] | None, Failure | None]:
             list(job.run_dirs),
             quiet=job.quiet,
             progress_label=job.label,
+            wait=job.wait,
         )
         return summaries, None
+    except locks.Busy as busy:
+        return None, Held(str(busy))
     except Exception as error:  # noqa: BLE001  (a failed group must not stop the sweep)
         if records.disk_full(error) is not None:
             raise  # the next group would fail the same way: the sweep stops and says why
@@ -105,7 +117,7 @@ def _pin_worker(cores) -> None:
 
 def execute(
     jobs: Sequence[Job], workers: int, on_start: Callable[[list[int]], None]
-) -> Iterator[tuple[int, list[dict] | None, Failure | None]]:
+) -> Iterator[tuple[int, list[dict] | None, Failure | Held | None]]:
     """Yields ``(index, summaries, failure)`` per job: in order in this process, as each
     finishes with several workers (which take the jobs in ``schedule`` order).
 

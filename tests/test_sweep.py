@@ -123,7 +123,17 @@ def test_shards_partition_the_runs_exactly():
     parts = [[r.name for r in sweep.shard_runs(sweep.expand(base, plan), (i, 2))] for i in range(2)]
     assert sorted(parts[0] + parts[1]) == sorted(everything)
     assert not set(parts[0]) & set(parts[1])
-    assert abs(len(parts[0]) - len(parts[1])) <= 1
+    # Whole groups are dealt out (a group is never split over shards), costliest first to the
+    # least loaded share: vanilla (peepholes) is the costliest group, NFG and CIFG go together.
+    assert sorted(parts, key=len) == [
+        [f"vanilla__s{s}" for s in range(3)],
+        [f"{v}__s{s}" for v in ("NFG", "CIFG") for s in range(3)],
+    ]
+    # 3 shares of 3 groups: one group each.
+    thirds = [
+        [r.name for r in sweep.shard_runs(sweep.expand(base, plan), (i, 3))] for i in range(3)
+    ]
+    assert sorted(len(t) for t in thirds) == [3, 3, 3]
     assert sweep.parse_shard("1/2") == (1, 2)
     for bad in ("2/2", "x", "1/0"):
         with pytest.raises(config_lib.ConfigError):
