@@ -127,6 +127,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"wrote {out}\n  wandb sweep {out}        # creates the sweep, prints its id")
         print("  wandb agent ENTITY/PROJECT/SWEEP_ID   # on every machine that should run it")
         return 0
+    if args.executor != "inline":
+        if shard is not None:
+            raise config_lib.ConfigError(
+                "--shard and --executor local/slurm both split the sweep: give one (each of "
+                "the --jobs N jobs runs shard i/N)"
+            )
+        from gatelab import cluster
+
+        options = cluster.ClusterOptions(
+            executor=args.executor,
+            jobs=2 if args.jobs is None else args.jobs,
+            partition=args.slurm_partition,
+            gpus=args.slurm_gpus,
+            time_min=args.slurm_time,
+            cpus=args.slurm_cpus,
+            max_running=args.slurm_max_running,
+        )
+        return cluster.submit(
+            args.config,
+            directory,
+            args.overrides,
+            options,
+            stage=args.stage,
+            max_group=args.max_group,
+            test_seeds=args.test_seeds,
+            workers=args.workers,
+            wait=args.wait,
+            quiet=args.quiet,
+        )
+    if args.jobs is not None and args.jobs != 1:
+        raise config_lib.ConfigError(
+            f"--jobs {args.jobs} needs --executor local or slurm (inline runs here, as one job)"
+        )
     return sweep.run_sweep(
         args.config,
         directory,
@@ -138,6 +171,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         quiet=args.quiet,
     )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gatelab import status
+
+    return status.main(args.directory, runs=not args.groups, as_json_output=args.json)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -245,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  gatelab sweep configs/mnist1d.py --workdir runs/study --stage tune   # lr grid\n"
         "  gatelab sweep configs/mnist1d.py --workdir runs/study --stage test   # best lr, "
         "fresh seeds\n  gatelab sweep configs/mnist1d.py --shard 0/2   # this machine's half\n"
-        "  gatelab report runs/demo",
+        "  gatelab sweep configs/mnist1d.py:demo --workdir runs/demo --executor local --jobs 2\n"
+        "  gatelab sweep configs/mnist1d.py --workdir /shared/study --executor slurm --jobs 20 "
+        "--slurm-partition gpu --slurm-gpus 1 --slurm-time 240\n"
+        "  gatelab status runs/demo\n  gatelab report runs/demo",
     )
     p.add_argument("config", help="a config file with sweep(), optionally CONFIG:ARG")
     p.add_argument("--workdir", help="the sweep directory (default: runs/<config>[_<arg>])")
@@ -276,8 +318,61 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write the equivalent W&B sweep YAML (default DIR/wandb_sweep.yaml) and stop",
     )
+    cluster = p.add_argument_group(
+        "jobs (submitit)",
+        "Submit the sweep as N jobs, job i running shard i/N; DIR/jobs/ keeps their logs. "
+        "Jobs that are preempted or time out are requeued and resume from their checkpoints.",
+    )
+    cluster.add_argument(
+        "--executor",
+        choices=["inline", "local", "slurm"],
+        default="inline",
+        help="inline (default): here, in this process and its --workers; local: --jobs "
+        "processes on this machine through submitit, one core each; slurm: a SLURM job array",
+    )
+    cluster.add_argument("--jobs", type=int, metavar="N", help="how many jobs (default 2)")
+    cluster.add_argument("--slurm-partition", default="", metavar="P", help="SLURM partition")
+    cluster.add_argument(
+        "--slurm-gpus", type=int, default=0, metavar="G", help="GPUs per job (default 0)"
+    )
+    cluster.add_argument(
+        "--slurm-time",
+        type=int,
+        default=24 * 60,
+        metavar="MIN",
+        help="each job's time limit in minutes (default 1440; also the local executor's)",
+    )
+    cluster.add_argument(
+        "--slurm-cpus", type=int, default=0, metavar="C", help="CPUs per job (default: SLURM's)"
+    )
+    cluster.add_argument(
+        "--slurm-max-running",
+        type=int,
+        default=0,
+        metavar="K",
+        help="at most K array tasks at once (default: all)",
+    )
+    cluster.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for the jobs to finish (default: yes for local, no for slurm)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=cmd_sweep)
+
+    p = commands.add_parser(
+        "status",
+        help="where a sweep stands: per group and per run, across every job and machine",
+        description="Read a sweep directory's records (sweep.json, each run's summary and "
+        "metrics, each group's lock) and print per group and per run whether it is done, "
+        "running (and in which process), failed (with its error's first line) or pending "
+        "(not started, or interrupted: it resumes from its last checkpoint).",
+    )
+    p.add_argument("directory", help="a sweep directory (or a gatelab train workdir)")
+    p.add_argument("--groups", action="store_true", help="only the groups, not every run")
+    p.add_argument("--json", action="store_true", help="print JSON instead")
+    p.set_defaults(run=cmd_status)
 
     p = commands.add_parser(
         "report",

@@ -281,6 +281,100 @@ def _group_of(directory: Path, run: PlannedRun) -> str:
     return stored.get("resolved", {}).get("group", "")
 
 
+@dataclasses.dataclass
+class Plan:
+    """A sweep's runs for one process: the whole study, this shard's part, the groups it trains.
+
+    Attributes:
+        directory: the directory of runs (the stage's).
+        everything: every run of the study (each with its group, planned or recorded).
+        planned: this shard's runs; pending: those of them left to train, in ``groups``.
+    """
+
+    target: str
+    overrides: tuple[str, ...]
+    stage: str
+    kind: str
+    directory: Path
+    everything: list[PlannedRun]
+    planned: list[PlannedRun]
+    pending: list[PlannedRun]
+    groups: list[list[PlannedRun]]
+
+    def write_index(self) -> None:
+        """``sweep.json``: every run of the study, its statuses read from the records now."""
+        path, arg = config_lib.split_target(self.target)
+
+        def make() -> dict[str, Any]:
+            status = statuses(self.directory, self.everything)
+            entries = [
+                {
+                    "name": run.name,
+                    "overrides": {k: v for k, v in run.overrides.items() if k != "run.seeds"},
+                    "seed": run.seed,
+                    "group": run.group,
+                    "status": status[run.name],
+                }
+                for run in self.everything
+            ]
+            return {
+                "config": path,
+                "arg": arg,
+                "stage": self.stage,
+                "kind": self.kind,
+                "overrides": list(self.overrides),
+                "runs": entries,
+            }
+
+        records.update_index(self.directory, make)
+
+    def prepare(self) -> None:
+        """Creates the directory, records this shard's invalid runs as failed (before anything
+        compiles) and writes the index."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for run in self.planned:
+            if run.error:
+                _write_failure(self.directory, run, run.error, run.error)
+        self.write_index()
+
+
+def plan(
+    target: str,
+    directory: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    stage: str = "all",
+    shard: tuple[int, int] | None = None,
+    max_group: int = 64,
+    test_seeds: int = 5,
+) -> Plan:
+    """The study of ``target`` expanded, its runs' statuses read, this shard's groups planned
+    (nothing is written). A ConfigError here means nothing has started."""
+    directory = Path(directory)
+    base, study = load(target, overrides, stage, directory, test_seeds)
+    directory = stage_directory(directory, stage)
+    everything = expand(base, study)
+    planned = shard_runs(everything, shard, max_group)
+    summaries = {run.name: records.read_summary(directory / run.name) for run in everything}
+    unfinished = [
+        run
+        for run in everything
+        if run.config is not None and not (summaries[run.name] and summaries[run.name].finished)
+    ]
+    # Every unfinished run of the study is given the group its shard trains it in (a shard's
+    # groups are whole groups of this one plan); a finished run keeps the group it trained in.
+    plan_groups(unfinished, max_group)
+    mine = {run.name for run in planned if run.config is not None}
+    pending = [run for run in unfinished if run.name in mine]
+    groups = plan_groups(pending, max_group)
+    for run in everything:
+        if run.config is not None and not run.group:
+            run.group = _group_of(directory, run)
+    return Plan(
+        target, tuple(overrides), stage, study.kind, directory, everything, planned, pending, groups
+    )
+
+
 def run_sweep(
     target: str,
     directory: str | Path,
@@ -303,64 +397,23 @@ def run_sweep(
     Returns:
         0 when every run of this shard finished (completed or diverged), 1 when any failed.
     """
-    directory = Path(directory)
-    base, study = load(target, overrides, stage, directory, test_seeds)
-    directory = stage_directory(directory, stage)
-    everything = expand(base, study)
-    planned = shard_runs(everything, shard, max_group)
-    valid = [run for run in planned if run.config is not None]
-    summaries = {run.name: records.read_summary(directory / run.name) for run in everything}
-    unfinished = [
-        run
-        for run in everything
-        if run.config is not None and not (summaries[run.name] and summaries[run.name].finished)
-    ]
-    # Every unfinished run of the study is given the group its shard trains it in (a shard's
-    # groups are whole groups of this one plan); a finished run keeps the group it trained in.
-    plan_groups(unfinished, max_group)
-    mine = {run.name for run in valid}
-    pending = [run for run in unfinished if run.name in mine]
-    groups = plan_groups(pending, max_group)
-    for run in everything:
-        if run.config is not None and not run.group:
-            run.group = _group_of(directory, run)
-
-    def write_index() -> None:
-        path, arg = config_lib.split_target(target)
-
-        def make() -> dict[str, Any]:
-            status = statuses(directory, everything)
-            entries = [
-                {
-                    "name": run.name,
-                    "overrides": {k: v for k, v in run.overrides.items() if k != "run.seeds"},
-                    "seed": run.seed,
-                    "group": run.group,
-                    "status": status[run.name],
-                }
-                for run in everything
-            ]
-            return {
-                "config": path,
-                "arg": arg,
-                "stage": stage,
-                "kind": study.kind,
-                "overrides": list(overrides),
-                "runs": entries,
-            }
-
-        records.update_index(directory, make)
-
-    directory.mkdir(parents=True, exist_ok=True)
-    for run in planned:
-        if run.error:  # an invalid run fails alone, before anything compiles
-            _write_failure(directory, run, run.error, run.error)
-    write_index()
-    skipped = len(valid) - len(pending)
+    work = plan(
+        target,
+        directory,
+        overrides,
+        stage=stage,
+        shard=shard,
+        max_group=max_group,
+        test_seeds=test_seeds,
+    )
+    directory, groups = work.directory, work.groups
+    work.prepare()
     if not quiet:
-        part = f" (shard {shard[0]}/{shard[1]} of {len(everything)})" if shard else ""
+        planned = work.planned
+        part = f" (shard {shard[0]}/{shard[1]} of {len(work.everything)})" if shard else ""
+        finished = sum(1 for r in planned if r.config is not None) - len(work.pending)
         print(
-            f"sweep {directory}: {len(planned)} runs{part} ({skipped} already finished, "
+            f"sweep {directory}: {len(planned)} runs{part} ({finished} already finished, "
             f"{sum(1 for r in planned if r.error)} invalid), {len(groups)} compiled programs to run"
         )
     count = min(worker_pool.resolve_workers(workers), len(groups)) if groups else 1
@@ -375,36 +428,38 @@ def run_sweep(
             wait,
         )
 
-    bar = tqdm(total=len(pending), disable=quiet, desc="sweep", unit="run", position=0)
+    bar = tqdm(total=len(work.pending), disable=quiet, desc="sweep", unit="run", position=0)
     held: list[int] = []  # groups another process was training: waited for at the end
     done = 0
     for wait, indices in ((False, list(range(len(groups)))), (True, held)):
         if not indices:
             continue
         if wait and not quiet:
-            print(f"waiting for {len(indices)} group(s) that other processes are training")
+            bar.write(f"waiting for {len(indices)} group(s) that other processes are training")
         jobs = [job(k + 1, groups[k], wait) for k in indices]
         passing = min(count, len(jobs))
-        for position, _, outcome in worker_pool.execute(jobs, passing, lambda _: write_index()):
+        for position, _, outcome in worker_pool.execute(
+            jobs, passing, lambda _: work.write_index()
+        ):
             index = indices[position]
             group = groups[index]
             if isinstance(outcome, worker_pool.Held):
                 held.append(index)
                 if not quiet:
-                    print(f"{outcome.message}; left to it")
+                    bar.write(f"{outcome.message}; left to it")
                 continue
             if isinstance(outcome, worker_pool.Failure):
                 for run in group:
                     _write_failure(directory, run, outcome.error, outcome.traceback)
                 if not quiet:
-                    print(f"group {group[0].group} failed: {outcome.error}")
-            write_index()
+                    bar.write(f"group {group[0].group} failed: {outcome.error}")
+            work.write_index()
             done += 1
             bar.update(len(group))  # tqdm's estimate of the time left is per run
             bar.set_postfix(groups=f"{done}/{len(groups)}", workers=passing)
     bar.close()
-    write_index()
-    status = statuses(directory, planned)
+    work.write_index()
+    status = statuses(directory, work.planned)
     counts = collections.Counter(status.values())
     if not quiet:
         print(f"sweep {directory}: " + ", ".join(f"{counts[s]} {s}" for s in sorted(counts)))
