@@ -97,6 +97,7 @@ class RunConfig:
     keep_checkpoints: int = 2
     eval_batch_size: int = 1000
     group_execution: Literal["auto", "vmap", "map"] = "auto"  # how the runs of a group run
+    devices: int = 0  # the group's runs sharded over this many local devices; 0: all of them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +234,7 @@ def static_key(config: Config) -> str:
     """What must be equal for runs to share one compiled program (seed and values excluded)."""
     data = to_dict(config)
     data["run"].pop("seeds")
+    data["run"].pop("devices")  # where a group runs, not what it computes
     data.pop("wandb")
     for section, key in PER_RUN_VALUES.values():
         data[section].pop(key)
@@ -461,6 +463,10 @@ def validate(config: Config) -> None:
         raise ConfigError("optim.weight_decay needs optim.name=adamw (or sgd), not adam")
     if config.model.input_noise < 0:
         raise ConfigError(f"model.input_noise={config.model.input_noise} must be >= 0")
+    if config.run.devices < 0:
+        raise ConfigError(
+            f"run.devices={config.run.devices} must be >= 0 (0: every local device; 1: one)"
+        )
     for key in ("clip", "weight_decay", "momentum"):
         if getattr(config.optim, key) < 0:
             raise ConfigError(f"optim.{key}={getattr(config.optim, key)} must be >= 0")

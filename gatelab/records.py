@@ -517,8 +517,21 @@ def best_learning_rates(directory: str | Path) -> list[TunedRate]:
 # ==================================================================================================
 
 
-# Sections that may change between starts of the same run: they do not change what is computed.
+# What may change between starts of the same run, as it does not change what is computed:
+# where it is mirrored, and over how many devices its group is sharded.
 _MUTABLE_SECTIONS = ("wandb",)
+_MUTABLE_KEYS = (("run", "devices"),)
+
+
+def _fixed(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without what may change between starts (``_MUTABLE_*``)."""
+    fixed = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for section in _MUTABLE_SECTIONS:
+        fixed.pop(section, None)
+    for section, key in _MUTABLE_KEYS:
+        if isinstance(fixed.get(section), dict):
+            fixed[section].pop(key, None)
+    return fixed
 
 
 class RunRecord:
@@ -570,8 +583,7 @@ class RunRecord:
         if not path.exists():
             return None
         stored = read_json(path)
-        old = {k: v for k, v in stored["config"].items() if k not in _MUTABLE_SECTIONS}
-        new = {k: v for k, v in config.items() if k not in _MUTABLE_SECTIONS}
+        old, new = _fixed(stored["config"]), _fixed(config)
         difference = config_difference(old, new)
         if difference:
             raise ValueError(

@@ -46,6 +46,7 @@ __all__ = [
     "gate_sums",
     "select_best",
     "evaluate",
+    "Placement",
     "resolve_execution",
     "train_and_evaluate",
     "train_group",
@@ -467,17 +468,21 @@ def train_group(
         Every run's summary (``summary.json``'s dict).
     """
     program = build_program(_check_group(runs))  # a bad config fails before any wait
+    place = Placement.of(program.config.run.devices, len(runs))
 
     def waiting(holder: dict) -> None:
         if not quiet:
             print(f"{Path(group_dir).name} is being trained by {locks.describe(holder)}; waiting")
 
     with locks.claim(Path(group_dir) / locks.LOCK, wait=wait, on_wait=waiting):
-        return _train_claimed(program, runs, Path(group_dir), run_dirs, quiet, progress_label)
+        return _train_claimed(
+            program, place, runs, Path(group_dir), run_dirs, quiet, progress_label
+        )
 
 
 def _train_claimed(
     program: Program,
+    place: Placement,
     runs: list[Config],
     group_dir: Path,
     run_dirs: list[Path],
@@ -488,7 +493,7 @@ def _train_claimed(
     # ---------------------------------------------------------------------------------- setup --
     config, task, r = program.config, program.task, len(runs)
     group_dir = Path(group_dir)
-    writers, record_root = _writers(program, runs, run_dirs, group_dir)
+    writers, record_root = _writers(program, runs, run_dirs, group_dir, place.devices)
     summaries = [writer.record.summary() for writer in writers]
     if all(s and s.finished for s in summaries):
         return [s.to_json() for s in summaries]  # nothing left to do
@@ -502,9 +507,11 @@ def _train_claimed(
     state, start, execution = _start(program, checkpoints, seeds, values, inputs.example)
     for writer in writers:  # lines logged after the checkpoint (or before any) are redone
         writer.record.truncate(start)
-    chunk_fn = jax.jit(over_runs(train_chunk, execution, program, 2), donate_argnums=0)
-    eval_fn = jax.jit(over_runs(eval_sums, execution, program, 2))
-    gates_fn = jax.jit(over_runs(gate_sums, execution, program, 1))
+    state = place.spread(state)
+    data, gate_batch = place.replicate(inputs.data), place.replicate(inputs.gate_batch)
+    chunk_fn = jax.jit(place.over_runs(train_chunk, execution, program, 2), donate_argnums=0)
+    eval_fn = jax.jit(place.over_runs(eval_sums, execution, program, 2))
+    gates_fn = jax.jit(place.over_runs(gate_sums, execution, program, 1))
     best_fn = jax.jit(select_best, donate_argnums=0)
     bases = [_base_summary(program, run, _param_counts(program, state)) for run in runs]
 
@@ -512,7 +519,7 @@ def _train_claimed(
     steps, chunk = config.run.steps, config.run.log_every
     timing = {"compile_s": 0.0, "train_s": 0.0, "steps": 0}
     t0 = time.perf_counter()
-    compiled_chunk = chunk_fn.lower(state, inputs.data, jnp.int32(start)).compile()
+    compiled_chunk = chunk_fn.lower(state, data, jnp.int32(start)).compile()
     timing["compile_s"] = time.perf_counter() - t0
     label = progress_label or f"{config.model.variant} x{r}"
     bar = tqdm(
@@ -522,28 +529,27 @@ def _train_claimed(
     try:
         while step < steps:
             t_chunk = time.perf_counter()
-            state, metrics = compiled_chunk(state, inputs.data, jnp.int32(step))
-            losses = np.asarray(metrics["loss"], np.float64)  # (r, chunk); blocks until done
+            state, metrics = compiled_chunk(state, data, jnp.int32(step))
+            losses = np.asarray(metrics["loss"], np.float64)[:r]  # (r, chunk); blocks until done
             elapsed = time.perf_counter() - t_chunk
             timing["train_s"] += elapsed
             timing["steps"] += chunk
             step += chunk
-            diverged = np.asarray(state.diverged)
-            rows = _rows(
-                step, losses, np.asarray(metrics["grad_norm"], np.float64), diverged, elapsed
-            )
+            diverged = np.asarray(state.diverged)[:r]
+            grad_norms = np.asarray(metrics["grad_norm"], np.float64)[:r]
+            rows = _rows(step, losses, grad_norms, diverged, elapsed)
             if step % config.run.eval_every == 0 or step == steps:
-                latest_eval = evaluate(
-                    eval_fn, state.params, inputs.validation, inputs.size, "eval"
-                )
-                primary = np.array([e[f"eval/{task.primary_metric}"] for e in latest_eval])
+                evaluation = evaluate(eval_fn, state.params, inputs.validation, inputs.size, "eval")
+                latest_eval = evaluation[:r]  # the padding runs' (if any) are dropped
+                primary = np.array([e[f"eval/{task.primary_metric}"] for e in evaluation])
                 best = np.asarray(state.best_metric)
                 better = primary < best if task.direction == "min" else primary > best
-                improved = better & np.isfinite(primary) & ~diverged
+                improved = better & np.isfinite(primary) & ~np.asarray(state.diverged)
+                improved[r:] = False
                 state = best_fn(
                     state, jnp.asarray(improved), jnp.asarray(primary, jnp.float32), step
                 )
-                sums = jax.device_get(gates_fn(state.params, inputs.gate_batch))
+                sums = jax.device_get(gates_fn(state.params, gate_batch))
                 for i, row in enumerate(rows):
                     statistics = gates.statistics({k: [v[i] for v in s] for k, s in sums.items()})
                     row.update(
@@ -557,9 +563,8 @@ def _train_claimed(
                 loss=f"{live:.4g}", steps_s=f"{chunk / elapsed:.1f}", diverged=int(diverged.sum())
             )
             if step % config.run.checkpoint_every == 0 or step == steps:
-                checkpoints.save(
-                    step, state, {"step": step, "seeds": seeds, "execution": execution}
-                )
+                note = {"step": step, "seeds": seeds, "execution": execution}
+                checkpoints.save(step, place.gather(state), {**note, "devices": place.devices})
                 for i, writer in enumerate(writers):
                     writer.write(_summary(bases[i], state, i, step, timing, "running"))
     finally:
@@ -599,13 +604,14 @@ def _check_group(runs: list[Config]) -> Config:
     return runs[0]
 
 
-def _writers(program: Program, runs, run_dirs, group_dir: Path):
+def _writers(program: Program, runs, run_dirs, group_dir: Path, devices: int = 1):
     """Every run's writer (its record and W&B mirror), and the directory of runs they are in."""
     task = program.task
     resolved = {
         "spec": repr(program.config.spec),
         "hidden": program.model.hidden,
         "params": program.param_count,
+        "devices": devices,  # the group's runs sharded over this many (Placement)
     }
     checkpoint_dir = (group_dir / "checkpoints").absolute()
     # W&B runs are grouped and named by the directory of runs, so that a sweep is one W&B group.
@@ -673,6 +679,97 @@ def _start(program: Program, checkpoints: Checkpoints, seeds, values, example):
     )
     best = jax.tree_util.tree_map(jnp.array, state.params)
     return state.replace(best_params=best), 0, resolve_execution(program.config.run.group_execution)
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a group's runs live: on one device, or with the run axis sharded over a mesh of
+    ``devices`` local devices (axis ``runs``), each device training its share of the runs with
+    no communication between devices (``jax.shard_map``).
+
+    A group is padded to a multiple of the device count with copies of its first run, which are
+    never recorded, logged or checkpointed: ``gather`` drops them (and brings the runs onto one
+    device) before a checkpoint is written, so a checkpoint restores onto any device count.
+    """
+
+    runs: int
+    mesh: jax.sharding.Mesh | None = None
+
+    @classmethod
+    def of(cls, requested: int, runs: int) -> Placement:
+        """``run.devices`` resolved: 0 is every local device of the default backend; never
+        more devices than runs."""
+        available = jax.local_devices()
+        if requested > len(available):
+            hint = (
+                " (on the CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)"
+                if available[0].platform == "cpu"
+                else ""
+            )
+            raise config_lib.ConfigError(
+                f"run.devices={requested}, but this process has {len(available)} "
+                f"{available[0].platform} device(s){hint}; 0 uses all of them"
+            )
+        count = min(requested or len(available), runs)
+        if count <= 1:
+            return cls(runs)
+        return cls(runs, jax.sharding.Mesh(np.array(available[:count]), ("runs",)))
+
+    @property
+    def devices(self) -> int:
+        return 1 if self.mesh is None else self.mesh.size
+
+    @property
+    def padded(self) -> int:
+        return -(-self.runs // self.devices) * self.devices
+
+    def _sharding(self, spec: jax.sharding.PartitionSpec):
+        return jax.sharding.NamedSharding(self.mesh, spec)
+
+    def spread(self, state: TrainState) -> TrainState:
+        """The runs' state (stacked, on one device), padded and sharded over the mesh."""
+        if self.mesh is None:
+            return state
+        extra = self.padded - self.runs
+
+        def pad(x):
+            return jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)]) if extra else x
+
+        runs = self._sharding(jax.sharding.PartitionSpec("runs"))
+        return jax.device_put(jax.tree_util.tree_map(pad, state), runs)
+
+    def replicate(self, tree):
+        """Inputs every run reads (the training data, the gate batch): on every device once,
+        instead of copied there at every call."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, self._sharding(jax.sharding.PartitionSpec()))
+
+    def gather(self, state: TrainState) -> TrainState:
+        """The real runs' state on the first device (what a checkpoint holds)."""
+        if self.mesh is None:
+            return state
+        first = jax.sharding.SingleDeviceSharding(self.mesh.devices.flat[0])
+        return jax.device_put(jax.tree_util.tree_map(lambda x: x[: self.runs], state), first)
+
+    def over_runs(self, fn: Callable, execution: str, program: Program, shared: int) -> Callable:
+        """``over_runs(fn, ...)`` with the stacked runs sharded over the mesh (each device
+        lifting ``fn`` over its share) and the ``shared`` arguments replicated."""
+        local = over_runs(fn, execution, program, shared)
+        if self.mesh is None:
+            return local
+        spec = jax.sharding.PartitionSpec
+        lifted = jax.shard_map(
+            local,
+            mesh=self.mesh,
+            in_specs=(spec("runs"),) + (spec(),) * shared,
+            out_specs=spec("runs"),
+            # No collectives: a device's runs never meet another's. (With the check on, every
+            # scan's zero initial carry would need a pcast to "varying" along the run axis.)
+            check_vma=False,
+        )
+        lifted.__name__ = local.__name__
+        return lifted
 
 
 def _param_counts(program: Program, state: TrainState) -> dict[str, int]:
