@@ -3,6 +3,8 @@
     python -m experiments.bench                  # the full form: about 10 minutes on 2 cores
     python -m experiments.bench --quick          # the smoke form: about 2 minutes
     python -m experiments.bench --sections throughput,design --hidden 128 --only lstm,torch-lstm
+    python -m experiments.bench --device         # one accelerator: about 3-4 minutes on an H200
+    python -m experiments.bench --device-smoke   # its smoke form: about 30 s on 2 cores
 
 Writes ``OUT/bench.md`` and ``OUT/bench.json`` (``bench-quick.*`` with ``--quick``; ``OUT``
 defaults to ``experiments/bench/results``, where the latest full run is kept) and prints the
@@ -38,6 +40,22 @@ Sections (``--sections``, comma-separated; all by default):
 ``memory``
     Peak RSS of child processes that each train one contender (hidden 128) against one that
     only imports, with the peak RSS and compile time of every process the other sections started.
+
+``--device`` (a form of its own, instead of the sections: ``device.py``)
+    Training throughput on the default JAX device, in run-steps/s (runs x optimisation steps
+    per second), of a group of R = 1, 8, 64, 256 runs of gatelab ``lstm`` and ``gru`` (hidden
+    128, batch 64, sequence 100, 32 inputs, Adam; each run its own parameters, Adam state and
+    batch) trained as one ``jax.vmap`` program, as the runner trains a group on an accelerator;
+    against ``jax.experimental.rnn.lstm`` (cuDNN) and PyTorch ``nn.LSTM`` / ``nn.GRU`` on
+    ``cuda``, measured for one run, R runs one after another being R times that (the rows say
+    so). A call is a jitted ``lax.scan`` of 10 steps (PyTorch: 10 eager steps); one child per
+    group size, and one for PyTorch, each with a timeout; a size that runs out of memory or
+    time is a row that says so. Writes ``OUT/device.md`` and ``.json`` (``device-smoke.*``). On
+    the CPU it still runs, its header saying that it is not the GPU measurement, and
+    ``jax.experimental.rnn`` (no CPU lowering) times its reference ``lstm_ref``, named as such.
+    Its children stop at 4 minutes, by its own budget; about 3-4 minutes on an H200 is the
+    plan, not yet a measurement. ``--device-smoke`` (or ``--device --quick``): R = 1, 2, hidden
+    16, sequence 10, batch 8, 2 steps a call; about 30 s on 2 cores.
 
 Honest timing: results are blocked on; warm-up steps are not timed and compile time is reported
 apart; the contenders of a table run in one process, round-robin over rounds, and their medians
@@ -221,6 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden", help="hidden sizes (default 32,128,512; --quick: 16)")
     parser.add_argument("--only", help="throughput contenders, e.g. lstm,torch-lstm (none: none)")
     parser.add_argument("--json", choices=["-"], help="-: print the JSON, write no files")
+    parser.add_argument(
+        "--device",
+        action="store_true",
+        help="instead of the sections: groups of runs on the default JAX device (~3-4 minutes "
+        "on an H200; with --quick the smoke form); writes OUT/device.md and .json",
+    )
+    parser.add_argument(
+        "--device-smoke",
+        action="store_true",
+        help="--device at tiny sizes, for tests (~30 s on 2 cores); writes OUT/device-smoke.*",
+    )
     return parser
 
 
@@ -228,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()
     faulthandler.dump_traceback_later(SUITE_TIMEOUT_S, exit=True)  # children have their own
+    if args.device or args.device_smoke:  # its own form: children only, no device here
+        from experiments.bench import device
+
+        return device.main(args, argv)
     # The allocator before any array exists, as the gatelab CLI does (GATELAB_MALLOC=system
     # opts out); every contender of this process shares it, and PyTorch's threads.
     runtime.tune_allocator()
