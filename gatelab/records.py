@@ -54,8 +54,10 @@ __all__ = [
     "find",
     "flatten",
     "gate_columns",
+    "group_claimed",
     "group_dir",
     "group_name",
+    "live_status",
     "read_index",
     "read_json",
     "read_json_or_none",
@@ -371,6 +373,23 @@ def group_name(label: str, key: str, runs: Iterable[str]) -> str:
     pending runs form the same group (and find its checkpoint) when training resumes."""
     digest = hashlib.sha1((key + "|".join(runs)).encode()).hexdigest()
     return f"{label}-{digest[:10]}"
+
+
+def group_claimed(directory: str | Path, group: str) -> bool:
+    """Whether a process holds the claim on ``group`` of ``directory`` now (``gatelab.locks``)."""
+    from gatelab import locks  # stdlib only
+
+    return bool(group) and locks.holder(group_dir(directory, group) / locks.LOCK) is not None
+
+
+def live_status(summary: Summary | None, claimed: bool) -> str:
+    """A run's status as an index states it: its summary's when finished or failed, ``running``
+    while its group is claimed, else ``pending`` (not started, or interrupted: a summary that
+    says running with no process behind it)."""
+    status = summary.status if summary else "pending"
+    if status in FINISHED or status == "failed":
+        return status
+    return "running" if claimed else "pending"
 
 
 def read_index(directory: str | Path) -> dict[str, Any] | None:

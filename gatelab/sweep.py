@@ -28,7 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import locks, records
+from gatelab import records
 from gatelab import study as study_lib
 from gatelab import workers as worker_pool
 from gatelab.config import Config
@@ -260,19 +260,14 @@ def _write_failure(directory: Path, run: PlannedRun, error: str, trace: str) -> 
 
 
 def statuses(directory: Path, runs: Iterable[PlannedRun]) -> dict[str, str]:
-    """Every run's status, read from the records now: its summary's (``pending`` without one),
-    and ``running`` for an unfinished run whose group is claimed (``locks``) by a process."""
-    held: dict[str, bool] = {}
+    """Every run's status, read from the records now (``records.live_status``)."""
+    claimed: dict[str, bool] = {}
     found = {}
     for run in runs:
+        if run.group not in claimed:
+            claimed[run.group] = records.group_claimed(directory, run.group)
         summary = records.read_summary(directory / run.name)
-        status = summary.status if summary else "pending"
-        if status not in records.FINISHED and status != "failed" and run.group:
-            if run.group not in held:
-                lock = records.group_dir(directory, run.group) / locks.LOCK
-                held[run.group] = locks.holder(lock) is not None
-            status = "running" if held[run.group] else ("pending" if not summary else status)
-        found[run.name] = status
+        found[run.name] = records.live_status(summary, claimed[run.group])
     return found
 
 

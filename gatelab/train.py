@@ -431,10 +431,7 @@ def _write_index(workdir: Path, runs: dict[str, Config], groups: dict[str, str])
             summary = records.read_summary(workdir / name)
             stored = records.read_json_or_none(workdir / name / "config.json") or {}
             group = groups.get(name) or stored.get("resolved", {}).get("group", "")
-            status = summary.status if summary else "pending"
-            lock = records.group_dir(workdir, group) / locks.LOCK
-            if status not in records.FINISHED and group and locks.holder(lock) is not None:
-                status = "running"
+            status = records.live_status(summary, records.group_claimed(workdir, group))
             entries.append(
                 {
                     "name": name,
