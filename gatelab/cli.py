@@ -140,7 +140,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             jobs=2 if args.jobs is None else args.jobs,
             partition=args.slurm_partition,
             gpus=args.slurm_gpus,
-            time_min=args.slurm_time,
+            time_min=24 * 60 if args.slurm_time is None else args.slurm_time,
             cpus=args.slurm_cpus,
             max_running=args.slurm_max_running,
         )
@@ -156,9 +156,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             wait=args.wait,
             quiet=args.quiet,
         )
-    if args.jobs is not None and args.jobs != 1:
+    given = {
+        "--jobs": args.jobs,
+        "--slurm-partition": args.slurm_partition or None,
+        "--slurm-gpus": args.slurm_gpus or None,
+        "--slurm-time": args.slurm_time,
+        "--slurm-cpus": args.slurm_cpus or None,
+        "--slurm-max-running": args.slurm_max_running or None,
+        "--wait/--no-wait": args.wait,
+    }
+    extra = [flag for flag, value in given.items() if value is not None]
+    if extra:
         raise config_lib.ConfigError(
-            f"--jobs {args.jobs} needs --executor local or slurm (inline runs here, as one job)"
+            f"{', '.join(extra)} need --executor local or slurm (inline, the default, runs the "
+            "sweep here, as one job)"
         )
     return sweep.run_sweep(
         args.config,
@@ -338,7 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster.add_argument(
         "--slurm-time",
         type=int,
-        default=24 * 60,
         metavar="MIN",
         help="each job's time limit in minutes (default 1440; also the local executor's)",
     )

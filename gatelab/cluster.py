@@ -56,6 +56,7 @@ class ClusterOptions:
             ("--slurm-time", self.time_min, 1),
             ("--slurm-gpus", self.gpus, 0),
             ("--slurm-cpus", self.cpus, 0),
+            ("--slurm-max-running", self.max_running, 0),
         ):
             if value < least:
                 raise config_lib.ConfigError(f"{name}={value} must be at least {least}")
@@ -131,8 +132,18 @@ class ShardJob(submitit.helpers.Checkpointable):
 
 
 def make_executor(options: ClusterOptions, folder: Path, name: str) -> submitit.AutoExecutor:
-    """Submitit's executor for ``options``, its parameters set."""
-    executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
+    """Submitit's executor for ``options``, its parameters set.
+
+    Raises:
+        ConfigError: where submitit finds no SLURM (no ``srun``: not a cluster's node).
+    """
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=options.executor)
+    except RuntimeError as error:
+        raise config_lib.ConfigError(
+            f"--executor {options.executor}: submitit cannot use SLURM here ({error}); submit "
+            "from a node of the cluster, or use --executor local"
+        ) from None
     executor.update_parameters(**executor_parameters(options, name))
     return executor
 
@@ -161,10 +172,9 @@ def submit(
     work = sweep_lib.plan(
         target, directory, overrides, stage=stage, max_group=max_group, test_seeds=test_seeds
     )
-    work.prepare()
     jobs_dir = work.directory / JOBS
-    name = f"gatelab-{directory.name}"
-    executor = make_executor(options, jobs_dir, name)
+    executor = make_executor(options, jobs_dir, f"gatelab-{directory.name}")  # before any write
+    work.prepare()
     pin = options.executor == "local"
     call = ShardJob(
         target,

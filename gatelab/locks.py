@@ -28,6 +28,9 @@ from typing import Any
 __all__ = ["Busy", "claim", "holder", "owner"]
 
 LOCK = "lock"  # a group's lock file, in its directory
+# ``holder`` tests a lock by taking a shared one for an instant; a claim that meets only that
+# probe tries again shortly before it concludes that the group is taken.
+_PROBE_TRIES, _PROBE_S = 5, 0.02
 
 
 class Busy(RuntimeError):
@@ -91,11 +94,16 @@ def claim(
     handle = open(path, "a+")  # noqa: SIM115  (held open for as long as the lock is)
     try:
         told = False
+        tries = 0
         while True:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                tries += 1
+                if tries <= _PROBE_TRIES:  # perhaps only ``holder``'s instant probe: again
+                    time.sleep(_PROBE_S)
+                    continue
                 if not wait:
                     raise Busy(path, _read(handle)) from None
                 if not told and on_wait is not None:

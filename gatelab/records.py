@@ -383,13 +383,15 @@ def group_claimed(directory: str | Path, group: str) -> bool:
 
 
 def live_status(summary: Summary | None, claimed: bool) -> str:
-    """A run's status as an index states it: its summary's when finished or failed, ``running``
-    while its group is claimed, else ``pending`` (not started, or interrupted: a summary that
-    says running with no process behind it)."""
+    """A run's status as an index states it: its summary's when finished, ``running`` while its
+    group is claimed (a failed run being retried too), ``failed``, else ``pending`` (not
+    started, or interrupted: a summary that says running with no process behind it)."""
     status = summary.status if summary else "pending"
-    if status in FINISHED or status == "failed":
+    if status in FINISHED:
         return status
-    return "running" if claimed else "pending"
+    if claimed:
+        return "running"
+    return "failed" if status == "failed" else "pending"
 
 
 def read_index(directory: str | Path) -> dict[str, Any] | None:

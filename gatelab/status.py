@@ -79,11 +79,11 @@ def _run(directory: Path, entry: dict[str, Any], held: bool) -> RunState:
     note = error = ""
     if summary is not None and summary.finished:
         state = "done"
+    elif held:  # a failed group being retried too
+        state = "running"
     elif status == "failed":
         state = "failed"
         error = (summary.error or "").strip().splitlines()[0] if summary.error else ""
-    elif held:
-        state = "running"
     else:
         state = "pending"
         if step:

@@ -421,6 +421,8 @@ def run_sweep(
             quiet or count > 1,  # parallel groups' bars would garble each other
             f"group {number}/{len(groups)} {group[0].config.model.variant}",
             wait,
+            work.write_index,  # once claimed: the index then says running (a bound method of
+            # a dataclass, so that it pickles into worker processes)
         )
 
     bar = tqdm(total=len(work.pending), disable=quiet, desc="sweep", unit="run", position=0)

@@ -454,12 +454,14 @@ def train_group(
     quiet: bool = False,
     progress_label: str = "",
     wait: bool = True,
+    on_claimed: Callable[[], None] | None = None,
 ) -> list[dict]:
     """Trains runs that share one program (one seed each) together; see ``train_and_evaluate``.
 
     The group is claimed first (``locks.claim`` on ``group_dir/lock``), so that no two processes
     ever train it at once: another process's claim is waited for (``wait``; its runs are then
-    usually finished, and returned as they are) or raises ``locks.Busy``.
+    usually finished, and returned as they are) or raises ``locks.Busy``. ``on_claimed()`` is
+    called once the claim is held (a sweep writes its index then, which says ``running``).
 
     Returns:
         Every run's summary (``summary.json``'s dict).
@@ -472,6 +474,8 @@ def train_group(
             print(f"{Path(group_dir).name} is being trained by {locks.describe(holder)}; waiting")
 
     with locks.claim(Path(group_dir) / locks.LOCK, wait=wait, on_wait=waiting):
+        if on_claimed is not None:
+            on_claimed()
         return _train_claimed(
             program, place, runs, Path(group_dir), run_dirs, quiet, progress_label
         )

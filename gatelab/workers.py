@@ -33,6 +33,7 @@ class Job:
     quiet: bool = True
     label: str = ""
     wait: bool = True  # for a group another process is training (False: it comes back Held)
+    on_claimed: Callable[[], None] | None = None  # called once the group is claimed (picklable)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,7 @@ def _train(job: Job) -> tuple[list[dict] | None, Failure | Held | None]:
             quiet=job.quiet,
             progress_label=job.label,
             wait=job.wait,
+            on_claimed=job.on_claimed,
         )
         return summaries, None
     except locks.Busy as busy:
