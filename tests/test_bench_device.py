@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # about 25 s: the benchmark's own smoke form, not the library's behaviour
 def test_device_smoke_has_every_contender_for_every_group_size(tmp_path):
     # A subprocess, as a user runs it (~30 s on 2 cores: three children that each import JAX).
     done = subprocess.run(

@@ -279,6 +279,7 @@ def started(process: subprocess.Popen, directory: Path, log: Path):
     return check
 
 
+@pytest.mark.slow  # 12-18 s; test_a_claim_whose_holder_was_killed_... is its fast form
 def test_a_sweep_killed_while_it_holds_a_group_is_taken_over(tmp_path, inline, capsys):
     directory, log = tmp_path / "killed", tmp_path / "killed.err"
     # 1 s checkpoint saves (train's test hook) keep the group busy long after its first line.

@@ -26,6 +26,10 @@ import json, os, shutil, sys
 from pathlib import Path
 import jax
 jax.config.update("jax_numpy_rank_promotion", "raise")
+if os.environ.get("GATELAB_JAX_CACHE", "x"):  # as conftest: one compilation per program
+    cache = os.environ.get("GATELAB_JAX_CACHE") or str(Path.home() / ".cache/gatelab/jax")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from gatelab import config as config_lib, records, train
 from gatelab.checkpoint import Checkpoints
 
