@@ -364,6 +364,30 @@ def test_variant_with_one_run_gets_no_test(tmp_path):
     assert not table["significant"].any()
     headers, rows, _ = report.tables.comparison_rows(table, report.resolve_metric(runs), "vanilla")
     assert rows[1][headers.index("p (Welch)")] == "n/a"
+    # The whole report still comes, saying why NFG has no interval.
+    text = report.build_report(root, figures=False).read_text()
+    interval_row = next(line for line in text.splitlines() if line.startswith("| NFG | 1 | "))
+    assert interval_row.endswith("| one run: no interval |")
+
+
+def test_report_has_intervals_improvement_and_the_budget(grid, grid_text, tmp_path):
+    table = pd.read_csv(grid / "report" / "table.csv").set_index("variant")
+    nfg = np.array(ACCURACY["NFG"])
+    # NFG's every run is below every vanilla run: P(NFG > vanilla) is 0, its interval [0, 0].
+    assert table.loc["NFG", ["poi", "poi_lo", "poi_hi"]].tolist() == [0.0, 0.0, 0.0]
+    assert table.loc["NFG", "iqm"] == pytest.approx(scipy.stats.trim_mean(nfg, 0.25))
+    assert table.loc["NFG", "mean_lo"] < nfg.mean() < table.loc["NFG", "mean_hi"]
+    assert bool(table.loc["NFG", "still_improving"])  # the grid's curves rise to the end
+    assert "## Interval estimates" in grid_text and "P(X > vanilla) [95% CI]" in grid_text
+    assert "| NFG | 5 | 71.0% [" in grid_text
+    assert "## Convergence and budget" in grid_text
+    assert "**Still improving at 400 steps**: vanilla, NFG, CIFG (3 of 3 variants)" in grid_text
+    assert "These verdicts hold only at this budget: NFG against vanilla." in grid_text
+    for name in ("intervals", "profile"):
+        assert (grid / "report" / "figures" / f"{name}.pdf").exists()
+    # Made again, the same bytes (the bootstrap is seeded).
+    report.build_report(grid, figures=False, out=tmp_path)
+    assert (tmp_path / "table.csv").read_bytes() == (grid / "report" / "table.csv").read_bytes()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -389,9 +413,10 @@ def test_report_md_counts_and_sentences(grid_text):
     sentence = (
         f"NFG is significantly worse than vanilla on mnist1d: {nfg.mean():.1f} ± "
         f"{nfg.std(ddof=1):.1f}% vs {van.mean():.1f} ± {van.std(ddof=1):.1f}%, "
-        f"p = {format_p(p_holm['NFG'])} (Holm-adjusted)."
+        f"p = {format_p(p_holm['NFG'])} (Holm-adjusted); NFG was still improving at 400 steps: "
+        "the difference may reflect speed of learning, not capacity."
     )
-    assert sentence in text
+    assert sentence in text  # the grid's curves rise to the last step: every variant improving
     assert f"CIFG (p = {format_p(p_holm['CIFG'])})" in text
     assert "CIFG is significantly" not in text
     # The runs left out, with their reasons.
@@ -405,7 +430,8 @@ def test_report_md_counts_and_sentences(grid_text):
 
 
 def test_report_md_table_rows(grid_text):
-    row = next(line for line in grid_text.splitlines() if line.startswith("| NFG |"))
+    # § marks a variant still improving at the end of its budget (the grid's curves rise).
+    row = next(line for line in grid_text.splitlines() if line.startswith("| NFG § |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "3,658"
     assert cells[2] == "6 (5 / 1 / 0)"
@@ -460,7 +486,7 @@ def test_table_tex_booktabs_bold_and_dagger(grid):
 
 def test_figures_exist_open_and_are_deterministic(grid, tmp_path):
     figures = grid / "report" / "figures"
-    names = ("box", "curves", "gates", "params")
+    names = ("box", "curves", "gates", "params", "intervals", "profile")
     for name in names:
         image = matplotlib.image.imread(figures / f"{name}.png")
         assert image.ndim == 3 and image.shape[1] > 900  # 3.4 in at 300 dpi
@@ -480,7 +506,7 @@ def test_figures_exist_open_and_are_deterministic(grid, tmp_path):
 def test_figure_widths_fit_a_column(grid):
     from PIL import Image
 
-    for name in ("box", "curves", "gates", "params"):
+    for name in ("box", "curves", "gates", "params", "intervals", "profile"):
         with Image.open(grid / "report" / "figures" / f"{name}.png") as image:
             width, _ = image.size
             dpi = image.info.get("dpi", (300, 300))[0]

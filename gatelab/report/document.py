@@ -7,7 +7,7 @@ Written into ``DIR/report/``::
     table_best10.*        the same over the best 10% by validation (random searches)
     runs.csv              the tidy runs table, one row per run
     gates.csv             gate statistics per variant, layer and gate
-    figures/              box, box_best10, curves, gates, params (.pdf and .png)
+    figures/              box, box_best10, intervals, profile, curves, gates, params (.pdf, .png)
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from gatelab import records as record_io
+from gatelab.report import convergence, load, stats, tables
 from gatelab.report import figures as figures_lib
-from gatelab.report import load, stats, tables
 from gatelab.report.analysis import (
     View,
     common,
@@ -93,7 +93,11 @@ def build_report(
     sections = []
     made = []
     the_views = views(runs, the_metric, the_baseline, order, selection, sweep.get("kind"))
+    progress = convergence.still_improving(the_views[0].used, curves, selection)
     for view in the_views:
+        for column in progress.columns:  # the budget's verdict, from all the completed runs
+            view.table[column] = progress[column].reindex(view.table.index)
+        view.table["still_improving"] = view.table["still_improving"].fillna(False).astype(bool)
         tables.write_csv(view.table, the_metric, out / f"table{view.suffix}.csv")
         tables.write_tex(view.table, the_metric, the_baseline, out / f"table{view.suffix}.tex")
         figure_name = None
@@ -105,6 +109,17 @@ def build_report(
             figures_lib.save(figure, out / "figures" / figure_name)
             made.append(figure_name)
         sections.append(_view_section(view, the_metric, the_baseline, task, figure_name))
+        if view is the_views[0]:
+            interval_name = None
+            if figures and len(view.used):
+                figure = figures_lib.interval_figure(view.table, the_metric, the_baseline, order)
+                figures_lib.save(figure, out / "figures" / "intervals")
+                figure = figures_lib.profile_figure(view.used, the_metric, order)
+                figures_lib.save(figure, out / "figures" / "profile")
+                made += ["intervals", "profile"]
+                interval_name = "intervals"
+            sections.append(_interval_section(view.table, the_metric, the_baseline, interval_name))
+            sections.append(_budget_section(view.table, the_metric, the_baseline, selection))
 
     used = the_views[0].used
     runs.to_csv(out / "runs.csv", index=False)
@@ -241,6 +256,11 @@ def _view_section(
         f"used. p: Welch's t-test (two-sided, unequal variances) against {baseline}; "
         f"p (Holm): Holm-Bonferroni-adjusted over the m = {tested} variants tested; significant "
         f"when p (Holm) < {stats.ALPHA}."
+        + (
+            " §: still improving at the end of the budget (see Convergence and budget)."
+            if "still_improving" in table and table["still_improving"].any()
+            else ""
+        )
     )
     lines.append("")
     lines += _sentences(table, metric, baseline, task)
@@ -253,6 +273,123 @@ def _view_section(
             f"and every run as a point; dashed: the {baseline} median; blue, thick: significant "
             "(Holm-adjusted p < 0.05).*",
         ]
+    return "\n".join(lines)
+
+
+def _interval_section(
+    table: pd.DataFrame, metric: Metric, baseline: str, figure_name: str | None
+) -> str:
+    """Mean, median and IQM with bootstrap 95% intervals, and the probability of improvement."""
+    decimals = metric.decimals(table["std"], table["mean"])
+    better = ">" if metric.direction == "max" else "<"
+
+    def shown(value: float, low: float, high: float) -> str:
+        if not is_finite(value):
+            return ""
+        text = metric.format(value, decimals)
+        if is_finite(low) and is_finite(high):
+            text += f" [{metric.format(low, decimals)}, {metric.format(high, decimals)}]"
+        return text
+
+    rows = []
+    for variant, row in table.iterrows():
+        poi = ""
+        if variant != baseline and is_finite(row["poi"]):
+            poi = f"{row['poi']:.2f}"
+            if is_finite(row["poi_lo"]):
+                poi += f" [{row['poi_lo']:.2f}, {row['poi_hi']:.2f}]"
+        rows.append(
+            [
+                str(variant) + (" (baseline)" if variant == baseline else ""),
+                str(int(row["n"])),
+                shown(row["mean"], row["mean_lo"], row["mean_hi"]),
+                shown(row["median"], row["median_lo"], row["median_hi"]),
+                shown(row["iqm"], row["iqm_lo"], row["iqm_hi"]),
+                poi,
+                row["interval_note"] or "",
+            ]
+        )
+    headers = ["variant", "n", "mean [95% CI]", "median [95% CI]", "IQM [95% CI]"]
+    headers += [f"P(X {better} {baseline}) [95% CI]", "note"]
+    lines = ["## Interval estimates", "", tables.markdown(rows, headers, "lrrrrrl"), ""]
+    lines.append(
+        "Percentile-bootstrap 95% confidence intervals over runs (2,000 resamples, seeded: the "
+        "same records give the same intervals). IQM: the interquartile mean, the mean of the "
+        f"middle 50% of runs, robust to an outlying seed. P(X {better} {baseline}): the "
+        f"probability that a run of the variant beats a run of {baseline} (ties count one "
+        "half; 0.5 is no difference), with both sides resampled (Agarwal et al. 2021, "
+        '"Deep RL at the edge of the statistical precipice"). An interval that excludes '
+        "0.5 is evidence of a difference that does not depend on a t-test's assumptions."
+    )
+    if figure_name:
+        lines += [
+            "",
+            f"![Interval estimates per variant](figures/{figure_name}.png)",
+            "",
+            f"*`figures/{figure_name}.pdf`: per variant the mean, median and IQM (ticks) with "
+            f"their 95% intervals (bars), {baseline}'s interval as a grey band; right, the "
+            "probability of improvement, 0.5 dashed. `figures/profile.pdf`: the performance "
+            "profile, the fraction of each variant's runs beyond every score, with 95% bands.*",
+        ]
+    return "\n".join(lines)
+
+
+def _budget_section(
+    table: pd.DataFrame, metric: Metric, baseline: str, selection: Metric
+) -> str | None:
+    """Which variants were still improving at the end of the budget, and which verdicts hold
+    only at this budget."""
+    if "still_improving" not in table or not table["n"].gt(0).any():
+        return None
+    budgets = sorted({int(b) for b in table["budget"].dropna()})
+    budget = f"{budgets[-1]:,d} steps" if budgets else "the budget"
+    improving = [str(v) for v, row in table.iterrows() if row["still_improving"]]
+    lines = ["## Convergence and budget", ""]
+    if not improving:
+        lines.append(
+            f"No variant was still improving at {budget}: in every variant most runs had their "
+            f"best `{selection.key}` before the last evaluation, and no trend over the last "
+            "fifth of training is clearly improving. The verdicts above compare trained models."
+        )
+        return "\n".join(lines)
+    rows = [
+        [
+            str(variant),
+            "yes" if row["still_improving"] else "no",
+            f"{row['best_at_end']:.0%}" if is_finite(row["best_at_end"]) else "",
+            format_p(row["trend_p"]) if is_finite(row["trend_p"]) else "",
+        ]
+        for variant, row in table.iterrows()
+        if row["n"] > 0
+    ]
+    headers = ["variant", "still improving", "runs best at the last evaluation", "trend p"]
+    lines += [tables.markdown(rows, headers, "llrr"), ""]
+    lines.append(
+        f"**Still improving at {budget}**: {', '.join(improving)} ({len(improving)} of "
+        f"{len(rows)} variants). A variant is still improving when most of its runs had their "
+        f"best `{selection.key}` at the last evaluation, or when the slopes of `{selection.key}` "
+        "over the last fifth of training (at least three evaluations) are positive in the "
+        f"better direction (trend p: one-sided t-test over runs, p < {convergence.ALPHA})."
+    )
+    base_improving = baseline in improving
+    verdicts = [
+        str(v)
+        for v, row in table.iterrows()
+        if v != baseline and row["significant"] and (row["still_improving"] or base_improving)
+    ]
+    lines.append("")
+    if verdicts:
+        lines.append(
+            f"These verdicts hold only at this budget: {', '.join(verdicts)} against {baseline}. "
+            f"With {'the baseline' if base_improving else 'the variant'} still improving, a "
+            "difference may reflect the speed of learning rather than what the cell can "
+            "learn; train longer (or compare learning curves) before concluding."
+        )
+    else:
+        lines.append(
+            "No significant verdict involves a variant that was still improving; the "
+            "differences that are not significant may still change with a longer budget."
+        )
     return "\n".join(lines)
 
 
@@ -272,11 +409,20 @@ def _sentences(table: pd.DataFrame, metric: Metric, baseline: str, task: str | N
         if not math.isfinite(row["p"]):
             untested.append(str(variant))
         elif row["significant"]:
+            caveat = ""
+            if row.get("still_improving") or base.get("still_improving"):
+                who = variant if row.get("still_improving") else baseline
+                budget = row.get("budget")
+                at = f" at {int(budget):,d} steps" if is_finite(budget) else ""
+                caveat = (
+                    f"; {who} was still improving{at}: the difference may reflect speed of "
+                    "learning, not capacity"
+                )
             lines.append(
                 f"- {variant} is significantly {row['verdict']} than {baseline}"
                 f"{f' on {task}' if task else ''}: "
                 f"{metric.format_mean_std(row['mean'], row['std'], decimals)} vs {base_text}, "
-                f"p = {format_p(row['p_holm'])} (Holm-adjusted)."
+                f"p = {format_p(row['p_holm'])} (Holm-adjusted){caveat}."
             )
         else:
             plain.append(f"{variant} (p = {format_p(row['p_holm'])})")

@@ -15,6 +15,10 @@ The figures:
   95% t-interval band.
 * :func:`gate_figure`: mean activation and saturation of every gate at the end of training.
 * :func:`params_figure`: the metric against the parameter count.
+* :func:`interval_figure`: mean, median and IQM with bootstrap 95% intervals per variant, the
+  baseline's as a band, and the probability of improvement over the baseline.
+* :func:`profile_figure`: the performance profile (fraction of runs beating each score) with
+  bootstrap bands.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -48,6 +53,8 @@ __all__ = [
     "curve_figure",
     "gate_figure",
     "params_figure",
+    "interval_figure",
+    "profile_figure",
 ]
 
 WIDTH = 3.4  # inches: one column of a two-column paper (NeurIPS/ICML/IEEE are 3.25-3.5 in)
@@ -492,3 +499,99 @@ def _dodge(medians: dict[str, float], log: bool, counts: pd.Series) -> dict[str,
 
 def _shift(x: np.ndarray, offset: float, log: bool) -> np.ndarray:
     return x * 10**offset if log else x + offset
+
+
+def interval_figure(
+    table: pd.DataFrame, metric: Metric, baseline: str, order: Sequence[str], width: float = WIDTH
+) -> Figure:
+    """Interval estimates (Agarwal et al. 2021, Fig. 9 style): one row per variant, a panel per
+    aggregate (mean, median, IQM) with its bootstrap 95% CI as a bar, and the probability of
+    improvement over the baseline; the baseline's interval is a grey band across each panel.
+    A variant without an interval (fewer than two runs) has its point only."""
+    variants = [v for v in order if v in table.index and table.loc[v, "n"] > 0]
+    aggregates = [("mean", "Mean"), ("median", "Median"), ("iqm", "IQM")]
+    with style():
+        height = 0.6 + 0.16 * len(variants)
+        figure = Figure(figsize=(width, height), layout="constrained")
+        axes = figure.subplots(1, 4, sharey=True, gridspec_kw={"width_ratios": [1, 1, 1, 1]})
+        y = np.arange(len(variants))[::-1]
+        colors = variant_styles(order)
+        for ax, (column, title) in zip(axes[:3], aggregates, strict=True):
+            if baseline in variants:
+                low, high = table.loc[baseline, [f"{column}_lo", f"{column}_hi"]] * metric.scale
+                if math.isfinite(low) and math.isfinite(high):
+                    ax.axvspan(low, high, color="#dddddd", linewidth=0, zorder=0)
+            for yi, variant in zip(y, variants, strict=True):
+                row = table.loc[variant]
+                value = row[column] * metric.scale
+                low, high = row[f"{column}_lo"] * metric.scale, row[f"{column}_hi"] * metric.scale
+                color = colors[variant]["color"]
+                if math.isfinite(low) and math.isfinite(high):
+                    ax.plot([low, high], [yi, yi], color=color, linewidth=2.2, alpha=0.75)
+                ax.plot([value], [yi], marker="|", color="black", markersize=6)
+            ax.set_title(title)
+            ax.grid(axis="x", color="#e3e3e3", linewidth=0.5)
+            ax.grid(axis="y", visible=False)
+            ax.tick_params(axis="x", labelsize=6)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(2, min_n_ticks=2))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+        ax = axes[3]
+        ax.axvline(0.5, color="#333333", linestyle="--", linewidth=0.8)
+        for yi, variant in zip(y, variants, strict=True):
+            row = table.loc[variant]
+            if variant == baseline or not math.isfinite(row["poi"]):
+                continue
+            color = colors[variant]["color"]
+            if math.isfinite(row["poi_lo"]):
+                ax.plot([row["poi_lo"], row["poi_hi"]], [yi, yi], color=color, linewidth=2.2)
+            ax.plot([row["poi"]], [yi], marker="|", color="black", markersize=6)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_xticks([0, 0.5, 1])
+        ax.set_title(f"P(> {baseline})" if metric.direction == "max" else f"P(< {baseline})")
+        ax.grid(axis="x", color="#e3e3e3", linewidth=0.5)
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(axis="x", labelsize=6)
+        axes[0].set_yticks(y, variants)
+        axes[0].tick_params(axis="y", length=0)
+        figure.supxlabel(metric.label, fontsize=7)
+    return figure
+
+
+def profile_figure(
+    used: pd.DataFrame, metric: Metric, order: Sequence[str], width: float = WIDTH
+) -> Figure:
+    """The performance profile: per variant, the fraction of its runs whose score beats each
+    threshold (``>`` for a metric to maximise, ``<`` to minimise), with bootstrap 95% bands;
+    the legend outside the axes, on the right."""
+    from gatelab.report import intervals  # the statistics live there
+
+    values = {
+        v: pd.to_numeric(used.loc[used["variant"] == v, metric.key]).to_numpy(float)
+        for v in order
+        if (used["variant"] == v).any()
+    }
+    every = np.concatenate(list(values.values())) if values else np.array([0.0])
+    low, high = float(np.min(every)), float(np.max(every))
+    pad = 0.02 * (high - low or 1.0)
+    thresholds = np.linspace(low - pad, high + pad, 101)
+    styles = variant_styles(order)
+    with style():
+        figure = Figure(figsize=(width, 2.2), layout="constrained")
+        ax = figure.subplots()
+        for variant, v in values.items():
+            fraction, lo, hi = intervals.profile(v, thresholds, metric.direction)
+            s = styles[variant]
+            ax.fill_between(thresholds * metric.scale, lo, hi, color=s["color"], alpha=0.12)
+            ax.plot(
+                thresholds * metric.scale,
+                fraction,
+                color=s["color"],
+                linestyle=s["linestyle"],
+                label=variant,
+            )
+        ax.set_xlabel(metric.label)
+        beats = "above" if metric.direction == "max" else "below"
+        ax.set_ylabel(f"fraction of runs {beats}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, handlelength=1.2)
+    return figure

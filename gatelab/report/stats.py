@@ -18,6 +18,7 @@ import pandas as pd
 import scipy.stats
 
 from gatelab import records
+from gatelab.report import intervals
 from gatelab.report.metric import Metric
 
 __all__ = [
@@ -132,7 +133,11 @@ def compare(
         ddof = 1; NaN for n < 2), ``median``, ``best``, ``diff`` (mean minus the baseline's),
         ``p`` (Welch, two-sided; NaN where no test: the baseline, n < 2 on either side),
         ``p_holm`` (Holm-adjusted over the variants tested), ``significant`` (``p_holm < alpha``)
-        and ``verdict`` (``better``, ``worse`` or empty; by the metric's direction).
+        and ``verdict`` (``better``, ``worse`` or empty; by the metric's direction); the
+        bootstrap 95% intervals of ``intervals``: ``mean_lo``/``mean_hi``, ``median_lo``/``_hi``,
+        ``iqm`` with ``iqm_lo``/``iqm_hi``, the probability of improvement over the baseline
+        ``poi`` with ``poi_lo``/``poi_hi`` (NaN for the baseline), and ``interval_note``: why an
+        interval is missing (fewer than two runs), else empty.
     """
     order = list(order) if order is not None else variant_order(runs, baseline)
     used = usable(runs, metric) if used is None else used
@@ -168,6 +173,7 @@ def compare(
                 "median": float(np.median(v)) if len(v) else math.nan,
                 "best": best,
                 "p": welch(v, base) if variant != baseline else math.nan,
+                **_intervals(v, base if variant != baseline else None, metric.direction),
             }
         )
     table = pd.DataFrame(rows).set_index("variant")
@@ -181,7 +187,30 @@ def compare(
     ]
     columns = ["params", "runs", "completed", "diverged", "failed", "pending", "n", "mean", "std"]
     columns += ["median", "best", "diff", "p", "p_holm", "significant", "verdict"]
+    columns += ["mean_lo", "mean_hi", "median_lo", "median_hi", "iqm", "iqm_lo", "iqm_hi"]
+    columns += ["poi", "poi_lo", "poi_hi", "interval_note"]
     return table[columns]
+
+
+def _intervals(values: np.ndarray, baseline: np.ndarray | None, direction: str) -> dict:
+    """The bootstrap intervals of ``intervals`` for one variant (and its probability of
+    improvement over ``baseline``, unless it is the baseline), with why any is missing."""
+    found: dict = {}
+    why = []
+    for name in ("mean", "median", "iqm"):
+        estimate = intervals.interval(values, name)
+        if name == "iqm":
+            found["iqm"] = estimate.estimate
+        found[f"{name}_lo"], found[f"{name}_hi"] = estimate.low, estimate.high
+        why.append(estimate.why)
+    if baseline is None:
+        found.update(poi=math.nan, poi_lo=math.nan, poi_hi=math.nan)
+    else:
+        improvement = intervals.improvement_interval(values, baseline, direction)
+        found.update(poi=improvement.estimate, poi_lo=improvement.low, poi_hi=improvement.high)
+        why.append(improvement.why)
+    found["interval_note"] = next((w for w in why if w), "")
+    return found
 
 
 def curve_band(

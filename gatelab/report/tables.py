@@ -73,9 +73,12 @@ def comparison_rows(
     for variant, row in table.iterrows():
         diff = row["diff"]
         diff_text = "" if variant == baseline else _signed(metric, diff, decimals)
+        label = str(variant) + (" (baseline)" if variant == baseline else "")
+        if row.get("still_improving"):
+            label += " §"
         rows.append(
             [
-                str(variant) + (" (baseline)" if variant == baseline else ""),
+                label,
                 format_count(row["params"]),
                 _status_counts(row),
                 str(int(row["n"])),
