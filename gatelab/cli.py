@@ -197,13 +197,22 @@ def cmd_report(args: argparse.Namespace) -> int:
         runs, curves = report.load_wandb(args.wandb_project, args.group)
         out = Path(args.directory)
         path = report.build_report(
-            out, args.baseline, args.metric, runs=runs, curves=curves, out=out / "report"
+            out,
+            args.baseline,
+            args.metric,
+            runs=runs,
+            curves=curves,
+            out=out / "report",
+            wandb=args.wandb,
         )
     else:
         if not Path(args.directory).is_dir():
             raise ValueError(f"{args.directory} is not a directory of runs")
-        path = report.build_report(args.directory, args.baseline, args.metric)
+        path = report.build_report(args.directory, args.baseline, args.metric, wandb=args.wandb)
     print(f"report: {path}\nfigures and tables: {path.parent}")
+    logged = sorted((path.parent / "wandb").glob("offline-run-*"))
+    if logged and args.wandb != "off":
+        print(f"W&B (offline): {logged[-1]}  (upload: wandb sync {logged[-1]})")
     return 0
 
 
@@ -396,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="the summary key to compare (default: test/<primary metric>)")
     p.add_argument("--wandb-project", metavar="ENTITY/PROJECT", help="read runs from W&B instead")
     p.add_argument("--group", help="with --wandb-project: only this W&B group")
+    p.add_argument(
+        "--wandb",
+        choices=["off", "offline", "online"],
+        help="also log the report (table, verdicts, figures, files) as a W&B run of "
+        "job_type=report in the study's group (default: the mode of the study's runs)",
+    )
     p.set_defaults(run=cmd_report)
 
     p = commands.add_parser(

@@ -768,3 +768,49 @@ def test_figure_scripts(random, tmp_path):
     assert image.shape[1] > 2 * image.shape[0]  # two panels side by side, two columns wide
     paths = script("learning_curves").main([str(root), "--key", "eval/loss"])
     assert paths[1] == root / "report" / "figures" / "learning_curves.png" and paths[1].exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# The report in W&B
+# ----------------------------------------------------------------------------------------------
+
+
+def test_the_report_is_logged_to_wandb_as_one_run(grid, tmp_path):
+    import wandb_reader
+
+    report.build_report(grid, out=tmp_path, wandb="offline")
+    (path,) = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    found = {"summary": {}, "history": set(), "artifacts": {}}
+    for record in wandb_reader.records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            found["run"] = (record.run.job_type, record.run.run_group)
+        elif kind == "summary":
+            for item in record.summary.update:
+                found["summary"][item.key or "/".join(item.nested_key)] = item.value_json
+        elif kind == "history":
+            found["history"].update(item.key or item.nested_key[0] for item in record.history.item)
+        elif kind == "artifact":
+            found["artifacts"][record.artifact.type] = sorted(
+                entry.path for entry in record.artifact.manifest.contents
+            )
+    assert found["run"] == ("report", "sweep")  # in the sweep's group (its directory's name)
+    verdicts = json.loads(found["summary"]["verdicts"])
+    assert "NFG is significantly worse than vanilla" in verdicts
+    assert json.loads(found["summary"]["NFG/poi"]) == 0.0
+    assert {"comparison", "figures/box", "figures/intervals"} <= found["history"]
+    assert found["artifacts"]["report"] == ["report.md", "table.csv", "table.tex"]
+    assert found["artifacts"]["run_table"] == ["comparison.table.json"]
+
+
+def test_a_wandb_failure_only_warns(grid, tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no W&B today")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    with pytest.warns(UserWarning, match="could not be logged to W&B"):
+        path = report.build_report(grid, out=tmp_path, wandb="offline", figures=False)
+    assert "## Interval estimates" in path.read_text()
+    assert (tmp_path / "table.csv").exists() and not (tmp_path / "wandb").exists()

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from gatelab import records as record_io
-from gatelab.report import convergence, load, stats, tables
+from gatelab.report import convergence, load, stats, tables, wandb_report
 from gatelab.report import figures as figures_lib
 from gatelab.report.analysis import (
     View,
@@ -46,6 +46,7 @@ def build_report(
     curves: pd.DataFrame | None = None,
     out: Path | None = None,
     figures: bool = True,
+    wandb: str | None = None,
 ) -> Path:
     """Writes the report of the runs in ``directory`` (see the module docstring).
 
@@ -61,6 +62,9 @@ def build_report(
         out: the output directory; default ``directory/report``.
         figures: draw the figures (most of the time taken); without them, report.md and the
             tables only.
+        wandb: ``off``, ``offline`` or ``online``: how the report is also logged as a W&B run
+            of ``job_type="report"`` in the study's group (``wandb_report``); default the mode
+            of the study's runs (``disabled`` runs: off).
 
     Returns:
         The path of ``report.md``.
@@ -160,6 +164,19 @@ def build_report(
     ]
     path = out / "report.md"
     path.write_text("\n\n".join(t for t in text if t).rstrip() + "\n")
+    root_name = records.root.name if records is not None else directory.name
+    where = wandb_report.study_wandb(runs, root_name)
+    mode = wandb or where["mode"]
+    wandb_report.log_report(
+        out,
+        the_views[0].table,
+        _sentences(the_views[0].table, the_metric, the_baseline, task),
+        made,
+        mode=mode,
+        project=where["project"],
+        entity=where["entity"],
+        group=where["group"],
+    )
     return path
 
 
