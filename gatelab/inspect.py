@@ -431,5 +431,6 @@ def _draw_compare(panels, flows, gate: str, out: Path) -> None:
             )
         axis.set_xlabel("time step t")
         axis.set_ylabel("mean ||dL/dh_t|| (first layer)")
-        figure.legend(loc="outside upper center", ncol=4, frameon=False, fontsize="small")
+        # As many columns as the width holds (11 variants' labels overflowed 4 fixed columns).
+        figure_style.legend(figure, axis.get_legend_handles_labels()[0], 4)
         figure_style.save(figure, out / "gradient_flow")

@@ -814,3 +814,23 @@ def test_a_wandb_failure_only_warns(grid, tmp_path, monkeypatch):
         path = report.build_report(grid, out=tmp_path, wandb="offline", figures=False)
     assert "## Interval estimates" in path.read_text()
     assert (tmp_path / "table.csv").exists() and not (tmp_path / "wandb").exists()
+
+
+def test_overrides_every_variant_shares_are_said_once_not_in_every_label(tmp_path):
+    root = tmp_path / "sweep"
+    entries = []
+    for variant in ("vanilla", "NFG"):
+        label = f"{variant}[forget_bias=0.0]"
+        for seed, value in enumerate(ACCURACY[variant]):
+            name = f"{variant}__s{seed}"
+            write_run(root, name, variant, seed, test=value)
+            summary = json.loads((root / name / "summary.json").read_text())
+            (root / name / "summary.json").write_text(json.dumps({**summary, "variant": label}))
+            entries.append({"name": name, "variant": label, "seed": seed, "status": "completed"})
+    write_sweep(root, entries)
+    text = report.build_report(root, figures=False).read_text()
+    assert "- Every variant's spec overrides: `forget_bias=0.0` (left out of the labels)" in text
+    assert "forget_bias=0.0]" not in text
+    assert "- Baseline: vanilla" in text and "| NFG" in text
+    table = pd.read_csv(root / "report" / "table.csv")
+    assert table["variant"].tolist() == ["vanilla", "NFG"]

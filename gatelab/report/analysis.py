@@ -24,6 +24,7 @@ __all__ = [
     "resolve_baseline",
     "resolve_metric",
     "selection_metric",
+    "short_labels",
     "views",
 ]
 
@@ -153,3 +154,30 @@ def common(runs: pd.DataFrame, column: str) -> Any:
     if not len(values):
         return None
     return Counter(values).most_common(1)[0][0]
+
+
+def short_labels(variants: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Variant labels without the spec overrides every variant shares (``vanilla[forget_bias=
+    0.0]`` and ``NIG[forget_bias=0.0]`` become ``vanilla`` and ``NIG``), and those shared ones,
+    for the report to state once. Labels that would collide stay whole."""
+
+    def split(label: str) -> tuple[str, list[str]]:
+        if label.endswith("]") and "[" in label:
+            name, inside = label[:-1].split("[", 1)
+            return name, [part.strip() for part in inside.split(", ") if part.strip()]
+        return label, []
+
+    parsed = {v: split(str(v)) for v in variants}
+    shared = None
+    for _, parts in parsed.values():
+        shared = set(parts) if shared is None else shared & set(parts)
+    if not shared or len(parsed) < 2:
+        return {v: v for v in variants}, []
+    mapping = {}
+    for variant, (name, parts) in parsed.items():
+        rest = [p for p in parts if p not in shared]
+        mapping[variant] = f"{name}[{', '.join(rest)}]" if rest else name
+    if len(set(mapping.values())) < len(mapping):
+        return {v: v for v in variants}, []
+    kept = [p for p in parsed[variants[0]][1] if p in shared]
+    return mapping, kept

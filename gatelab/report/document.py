@@ -30,6 +30,7 @@ from gatelab.report.analysis import (
     resolve_baseline,
     resolve_metric,
     selection_metric,
+    short_labels,
     views,
 )
 from gatelab.report.metric import Metric, format_p, is_finite
@@ -88,6 +89,13 @@ def build_report(
     task = common(runs, "task")
     the_metric = resolve_metric(runs, metric)
     runs = runs.copy()
+    # Overrides every variant shares are said once (the header), not in every label.
+    labels, shared = short_labels(list(dict.fromkeys(runs["variant"])))
+    if shared:
+        runs["variant"] = runs["variant"].map(labels)
+        curves = curves.assign(variant=curves["variant"].map(labels)) if len(curves) else curves
+        baseline = labels.get(baseline, baseline) if baseline else baseline
+    runs.attrs["shared_overrides"] = shared
     if the_metric.key not in runs:
         runs[the_metric.key] = math.nan  # no run got that far: counted, nothing to aggregate
     the_baseline = resolve_baseline(runs, baseline)
@@ -217,6 +225,9 @@ def _header(
         if sweep.get("overrides"):
             details.append("overrides " + ", ".join(f"`{o}`" for o in sweep["overrides"]))
         lines.append(f"- Sweep: {config}; {'; '.join(details)}")
+    if runs.attrs.get("shared_overrides"):
+        shared = ", ".join(f"`{o}`" for o in runs.attrs["shared_overrides"])
+        lines.append(f"- Every variant's spec overrides: {shared} (left out of the labels)")
     varying = _varying(runs)
     if varying:
         lines.append("- Runs vary in: " + ", ".join(f"`{k}`" for k in varying))

@@ -49,6 +49,7 @@ __all__ = [
     "style",
     "save",
     "variant_styles",
+    "legend",
     "box_figure",
     "curve_figure",
     "gate_figure",
@@ -149,7 +150,7 @@ def variant_styles(order: Sequence[str]) -> dict[str, dict[str, object]]:
     return styles
 
 
-def _legend(figure: Figure, handles: list, most: int) -> None:
+def legend(figure: Figure, handles: list, most: int) -> None:
     """A legend above the axes, in as many columns (up to ``most``) as the figure's width holds.
 
     Labels differ in length (``gru_reset_before``), so the columns are measured, not guessed.
@@ -157,10 +158,10 @@ def _legend(figure: Figure, handles: list, most: int) -> None:
     renderer = FigureCanvasAgg(figure).get_renderer()
     available = figure.get_figwidth() * figure.dpi
     for ncol in range(max(min(most, len(handles)), 1), 0, -1):
-        legend = figure.legend(handles=handles, loc="outside upper center", ncol=ncol)
-        if ncol == 1 or legend.get_window_extent(renderer).width <= 0.98 * available:
+        box = figure.legend(handles=handles, loc="outside upper center", ncol=ncol)
+        if ncol == 1 or box.get_window_extent(renderer).width <= 0.98 * available:
             return
-        legend.remove()
+        box.remove()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +220,7 @@ def box_figure(
                     label="Holm p < 0.05",
                 )
             )
-        _legend(figure, handles, len(handles))
+        legend(figure, handles, len(handles))
     return figure
 
 
@@ -358,7 +359,7 @@ def curve_figure(
         if chance is not None:
             handles.append(chance)
         if handles:
-            _legend(figure, handles, 5)
+            legend(figure, handles, 5)
     return figure
 
 
@@ -406,7 +407,7 @@ def gate_figure(
         if len(variants) > 5 or max((len(v) for v in variants), default=0) > 7:
             for tick in axes[-1].get_xticklabels():
                 tick.set(rotation=40, ha="right", rotation_mode="anchor")
-        _legend(figure, axes[0].get_legend_handles_labels()[0], len(names))
+        legend(figure, axes[0].get_legend_handles_labels()[0], len(names))
     return figure
 
 
@@ -476,7 +477,7 @@ def params_figure(
         ax.grid(True, axis="x")
         handles, _ = ax.get_legend_handles_labels()
         if handles:
-            _legend(figure, handles, 5)
+            legend(figure, handles, 5)
     return figure
 
 
