@@ -3,6 +3,7 @@
     gatelab sweep experiments/greff_odyssey.py:small --workdir runs/odyssey   # 9 x 20 trials
     gatelab report runs/odyssey      # all trials and the best 10% by validation, Welch vs vanilla
     gatelab sweep experiments/greff_odyssey.py --workdir runs/odyssey-full    # 9 x 200 trials
+    gatelab sweep experiments/greff_odyssey.py:tiny --workdir runs/odyssey-tiny  # 3 x 16, minutes
 
 The nine architectures (vanilla and its eight one-change variants) under one seeded random search
 per variant, as in the paper: hidden size log-uniform on [20, 200] (drawn from 4 log-spaced sizes
@@ -43,22 +44,33 @@ def get_config(arg: str | None = None) -> Config:
             task={"args": {"limit": 40}},
             run={"steps": 100, "log_every": 50, "eval_every": 50, "checkpoint_every": 50},
         )
+    if arg == "tiny":  # the analysis end to end in minutes: not a result
+        return config.replace(
+            task={"args": {"limit": 60}},
+            run={"steps": 300, "log_every": 50, "eval_every": 100, "checkpoint_every": 300},
+        )
     if arg not in (None, "small"):
-        raise ValueError(f"unknown config argument {arg!r}; choices: small, quick")
+        raise ValueError(f"unknown config argument {arg!r}; choices: small, tiny, quick")
     return config
 
 
 def sweep(arg: str | None = None) -> Sweep:
-    """One random search of ``trials`` per variant (200 in the paper), seeded per variant."""
-    trials = {None: 200, "small": 20, "quick": 2}[arg]
+    """One random search of ``trials`` per variant (200 in the paper), seeded per variant.
+
+    ``tiny``: vanilla, NFG and NOG, 16 trials each, two hidden sizes, 300 steps on 60 chorales
+    (6 compiled programs): enough runs for the report's fANOVA and marginal plots, in about
+    3 minutes on 2 cores.
+    """
+    trials = {None: 200, "small": 20, "tiny": 16, "quick": 2}[arg]
+    variants = ("vanilla", "NFG", "NOG") if arg == "tiny" else VARIANTS
     space = {
-        "model.hidden": log_buckets(20, 200, 4),
+        "model.hidden": log_buckets(20, 80, 2) if arg == "tiny" else log_buckets(20, 200, 4),
         "optim.lr": log_uniform(1e-6, 1e-2),
         "optim.momentum": one_minus_log_uniform(0.01, 1.0),
         "model.input_noise": uniform(0.0, 1.0),
     }
     parts = [
         random(trials, seed=index, space=space, fixed={"model.variant": variant})
-        for index, variant in enumerate(VARIANTS)
+        for index, variant in enumerate(variants)
     ]
     return sum(parts[1:], parts[0])

@@ -834,3 +834,15 @@ def test_overrides_every_variant_shares_are_said_once_not_in_every_label(tmp_pat
     assert "- Baseline: vanilla" in text and "| NFG" in text
     table = pd.read_csv(root / "report" / "table.csv")
     assert table["variant"].tolist() == ["vanilla", "NFG"]
+
+
+def test_a_random_search_reports_hyperparameter_importance(random):
+    root, _ = random
+    text = report.build_report(root).read_text()
+    assert "## Hyperparameter importance (fANOVA)" in text
+    assert "| all variants |" in text and "| vanilla |" in text
+    table = pd.read_csv(root / "report" / "importance.csv")
+    assert set(table["scope"]) == {"all", "vanilla", "NOG"}
+    assert {"lr", "hidden"} <= set(table["term"])
+    for name in ("importance", "marginals"):
+        assert (root / "report" / "figures" / f"{name}.png").exists()

@@ -19,6 +19,8 @@ The figures:
   baseline's as a band, and the probability of improvement over the baseline.
 * :func:`profile_figure`: the performance profile (fraction of runs beating each score) with
   bootstrap bands.
+* :func:`importance_figure`: fANOVA importances of a random search's hyperparameters.
+* :func:`marginals_figure`: the metric against each hyperparameter per variant (Greff's Fig. 4).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ __all__ = [
     "params_figure",
     "interval_figure",
     "profile_figure",
+    "importance_figure",
+    "marginals_figure",
 ]
 
 WIDTH = 3.4  # inches: one column of a two-column paper (NeurIPS/ICML/IEEE are 3.25-3.5 in)
@@ -595,4 +599,103 @@ def profile_figure(
         ax.set_ylabel(f"fraction of runs {beats}")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6, handlelength=1.2)
+    return figure
+
+
+def importance_figure(table: pd.DataFrame, order: Sequence[str], width: float = WIDTH) -> Figure:
+    """fANOVA: per hyperparameter (and the largest pair interactions) the fraction of the
+    metric's variance it explains over all variants (bars), and per variant (markers)."""
+    overall = table[table["scope"] == "all"]
+    main = overall[overall["kind"] == "main"]
+    pairs = table[(table["kind"] == "pair")].groupby("term")["fraction"].mean()
+    terms = list(main["term"]) + list(pairs.sort_values(ascending=False).index[:3])
+    styles = variant_styles(order)
+    with style():
+        figure = Figure(figsize=(width, 0.8 + 0.22 * len(terms)), layout="constrained")
+        ax = figure.subplots()
+        y = np.arange(len(terms))[::-1]
+        values = [
+            float(main.loc[main["term"] == t, "fraction"].iloc[0])
+            if t in set(main["term"])
+            else float("nan")
+            for t in terms
+        ]
+        ax.barh(y, np.nan_to_num(values), color="#cccccc", label="all variants")
+        for variant in order:
+            own = table[table["scope"] == variant].set_index("term")["fraction"]
+            points = [own.get(t, np.nan) for t in terms]
+            if np.isfinite(points).any():
+                s = styles[variant]
+                ax.plot(
+                    points,
+                    y,
+                    linestyle="none",
+                    marker=s["marker"],
+                    color=s["color"],
+                    fillstyle=s["fill"],
+                    label=variant,
+                )
+        ax.set_yticks(y, terms)
+        ax.set_xlabel("fraction of variance explained (fANOVA)")
+        ax.set_xlim(0, 1)
+        ax.grid(axis="x", color="#e3e3e3", linewidth=0.5)
+        ax.grid(axis="y", visible=False)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
+    return figure
+
+
+def marginals_figure(
+    curves: dict[str, pd.DataFrame],
+    labels: dict[str, str],
+    metric: Metric,
+    order: Sequence[str],
+    width: float = WIDTH,
+) -> Figure:
+    """Greff et al.'s Fig. 4: the metric against each hyperparameter (in its search space), per
+    variant the mean of the runs in each bin and a 95% band."""
+    names = list(curves)
+    columns = 2 if len(names) > 1 else 1
+    rows = math.ceil(len(names) / columns)
+    styles = variant_styles(order)
+    with style():
+        figure = Figure(figsize=(width, 0.4 + 1.45 * rows), layout="constrained")
+        axes = list(figure.subplots(rows, columns, squeeze=False, sharey=True).flat)
+        for ax, name in zip(axes, names, strict=False):
+            frame = curves[name]
+            for variant in order:
+                own = frame[frame["variant"] == variant]
+                if not len(own):
+                    continue
+                s = styles[variant]
+                ax.plot(
+                    own["x"],
+                    own["mean"] * metric.scale,
+                    color=s["color"],
+                    linestyle=s["linestyle"],
+                    label=variant,
+                )
+                ax.fill_between(
+                    own["x"],
+                    own["low"] * metric.scale,
+                    own["high"] * metric.scale,
+                    color=s["color"],
+                    alpha=0.12,
+                    linewidth=0,
+                )
+            ax.set_xlabel(labels[name], fontsize=7)
+        for ax in list(axes)[len(names) :]:
+            ax.set_visible(False)
+        means = np.concatenate([c["mean"].to_numpy(float) for c in curves.values()])
+        means = means[np.isfinite(means)] * metric.scale
+        if len(means):  # the means decide the scale; a band of two runs may run off it
+            low, high = float(means.min()), float(means.max())
+            pad = 0.25 * (high - low or abs(high) or 1.0)
+            axes[0].set_ylim(low - pad, high + pad)
+        figure.supylabel(metric.label, fontsize=7)
+        handles = [
+            Line2D([], [], color=styles[v]["color"], linestyle=styles[v]["linestyle"], label=v)
+            for v in order
+            if any((c["variant"] == v).any() for c in curves.values())
+        ]
+        legend(figure, handles, 5)
     return figure
