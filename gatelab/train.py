@@ -575,6 +575,10 @@ def _train_claimed(
     # ------------------------------------------------------------------------------ the end ----
     test_best = evaluate(eval_fn, state.best_params, inputs.test, inputs.size, "test")
     test_final = evaluate(eval_fn, state.params, inputs.test, inputs.size, "test")
+    for length, dataset in inputs.lengths.items():  # length generalisation: test/<m>@<T>
+        at = evaluate(eval_fn, state.best_params, dataset, inputs.size, "test")
+        for i in range(r):
+            test_best[i].update({f"{k}@{length}": v for k, v in at[i].items()})
     out = []
     for i, writer in enumerate(writers):
         status = "diverged" if bool(state.diverged[i]) else "completed"
@@ -640,6 +644,7 @@ class _Inputs:
     test: dict[str, np.ndarray]
     gate_batch: dict[str, Array]
     size: int
+    lengths: dict[int, dict[str, np.ndarray]]  # test sets at other lengths (task.eval_lengths)
 
     @property
     def example(self) -> Array:
@@ -656,6 +661,10 @@ class _Inputs:
             test=test,
             gate_batch={k: jnp.asarray(v[:GATE_STATS_EXAMPLES]) for k, v in validation.items()},
             size=min(program.config.run.eval_batch_size, largest),
+            lengths={
+                length: task.at_length(length).eval_set("test")
+                for length in getattr(task, "eval_lengths", ())
+            },
         )
 
 

@@ -17,6 +17,7 @@ Only the runs that enter the means are looked at (completed, with a finite metri
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -63,7 +64,10 @@ def still_improving(used: pd.DataFrame, curves: pd.DataFrame, selection: Metric)
                 slopes.append(slope)
         trend_p = math.nan
         if len(slopes) >= 2 and np.ptp(slopes) > 0:
-            trend_p = float(scipy.stats.ttest_1samp(slopes, 0.0, alternative="greater").pvalue)
+            with warnings.catch_warnings():  # nearly equal slopes: scipy's precision note
+                warnings.simplefilter("ignore", RuntimeWarning)
+                test = scipy.stats.ttest_1samp(slopes, 0.0, alternative="greater")
+            trend_p = float(test.pvalue)
         elif len(slopes) >= 2:  # every run's slope the same: no spread to test, its sign decides
             trend_p = 0.0 if slopes[0] > 0 else 1.0
         improving = (at_end > 0.5) or (math.isfinite(trend_p) and trend_p < ALPHA)

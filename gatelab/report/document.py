@@ -22,7 +22,15 @@ import numpy as np
 import pandas as pd
 
 from gatelab import records as record_io
-from gatelab.report import convergence, importance, load, stats, tables, wandb_report
+from gatelab.report import (
+    convergence,
+    importance,
+    intervals,
+    load,
+    stats,
+    tables,
+    wandb_report,
+)
 from gatelab.report import figures as figures_lib
 from gatelab.report.analysis import (
     View,
@@ -135,6 +143,7 @@ def build_report(
 
     used = the_views[0].used
     runs.to_csv(out / "runs.csv", index=False)
+    lengths_text = _lengths_section(used, the_metric, order, out, figures, made)
     importance_text = None
     if sweep.get("kind") == "random":
         importance_text = _importance_section(used, the_metric, order, out, figures, made)
@@ -167,6 +176,7 @@ def build_report(
     text = [
         _header(directory, records, sweep, runs, the_metric, the_baseline, task, made, out),
         *sections,
+        lengths_text,
         importance_text,
         _tuning_section(records, runs, selection),
         _curves_section(curve_note, selection, "curves" in made),
@@ -363,6 +373,81 @@ def _interval_section(
             "probability of improvement, 0.5 dashed. `figures/profile.pdf`: the performance "
             "profile, the fraction of each variant's runs beyond every score, with 95% bands.*",
         ]
+    return "\n".join(lines)
+
+
+def _lengths_section(
+    used: pd.DataFrame,
+    metric: Metric,
+    order: Sequence[str],
+    out: Path,
+    figures: bool,
+    made: list[str],
+) -> str | None:
+    """Length generalisation: the metric at every test length (``test/<m>@<T>``) per variant."""
+    prefix = f"{metric.key}@"
+    lengths = sorted(int(c.removeprefix(prefix)) for c in used if c.startswith(prefix))
+    if not lengths:
+        return None
+    trained_column = next(
+        (c for c in ("config/task.args.length", "config/task.args.delay") if c in used), None
+    )
+    trained = common(used, trained_column) if trained_column else None
+    rows = []
+    for variant in order:
+        own = used[used["variant"] == variant]
+        if not len(own):
+            continue
+        columns = [(int(trained), metric.key)] if trained is not None else []
+        columns += [(length, f"{prefix}{length}") for length in lengths]
+        for length, column in columns:
+            values = pd.to_numeric(own[column], errors="coerce").dropna().to_numpy(float)
+            estimate = intervals.interval(values, "mean")
+            rows.append(
+                {
+                    "variant": variant,
+                    "length": length,
+                    "mean": estimate.estimate,
+                    "low": estimate.low,
+                    "high": estimate.high,
+                    "n": len(values),
+                    "trained": column == metric.key,
+                }
+            )
+    table = pd.DataFrame(rows).drop_duplicates(["variant", "length"])
+    table.to_csv(out / "lengths.csv", index=False)
+    shown = sorted(set(table["length"]))
+    decimals = metric.decimals(pd.Series(dtype=float), table["mean"])
+    body = []
+    for variant in dict.fromkeys(table["variant"]):
+        own = table[table["variant"] == variant].set_index("length")
+        cells = []
+        for length in shown:
+            if length not in own.index:
+                cells.append("")
+                continue
+            row = own.loc[length]
+            text = metric.format(row["mean"], decimals)
+            if is_finite(row["low"]):
+                text += f" [{metric.format(row['low'], decimals)}, "
+                text += f"{metric.format(row['high'], decimals)}]"
+            cells.append(text)
+        body.append([str(variant), *cells])
+    headers = ["variant"] + [
+        f"T = {length}" + (" (trained)" if trained is not None and length == int(trained) else "")
+        for length in shown
+    ]
+    lines = ["## Length generalisation", ""]
+    lines += [tables.markdown(body, headers, "l" + "r" * len(shown)), ""]
+    lines.append(
+        f"{metric.words.capitalize()} at each test length, at the parameters of the best "
+        "validation step (trained at one length, tested at the others without any further "
+        "training): mean over runs [bootstrap 95% CI]. `lengths.csv` has the numbers."
+    )
+    if figures:
+        figures_lib.save(figures_lib.length_figure(table, metric, order), out / "figures/lengths")
+        made.append("lengths")
+        lines += ["", "![The metric against the test length](figures/lengths.png)"]
     return "\n".join(lines)
 
 

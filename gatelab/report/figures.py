@@ -60,6 +60,7 @@ __all__ = [
     "profile_figure",
     "importance_figure",
     "marginals_figure",
+    "length_figure",
 ]
 
 WIDTH = 3.4  # inches: one column of a two-column paper (NeurIPS/ICML/IEEE are 3.25-3.5 in)
@@ -698,4 +699,52 @@ def marginals_figure(
             if any((c["variant"] == v).any() for c in curves.values())
         ]
         legend(figure, handles, 5)
+    return figure
+
+
+def length_figure(
+    table: pd.DataFrame, metric: Metric, order: Sequence[str], width: float = WIDTH
+) -> Figure:
+    """Length generalisation: the metric against the test length per variant (mean, and its
+    bootstrap 95% interval as a band); the trained length marked. ``table``: rows ``variant,
+    length, mean, low, high, trained``."""
+    styles = variant_styles(order)
+    with style():
+        figure = Figure(figsize=(width, 2.3), layout="constrained")
+        ax = figure.subplots()
+        for variant in order:
+            own = table[table["variant"] == variant].sort_values("length")
+            if not len(own):
+                continue
+            s = styles[variant]
+            x = own["length"].to_numpy(float)
+            ax.plot(
+                x,
+                own["mean"] * metric.scale,
+                color=s["color"],
+                linestyle=s["linestyle"],
+                marker=s["marker"],
+                fillstyle=s["fill"],
+                label=variant,
+            )
+            ax.fill_between(
+                x,
+                own["low"] * metric.scale,
+                own["high"] * metric.scale,
+                color=s["color"],
+                alpha=0.12,
+                linewidth=0,
+            )
+        trained = sorted(set(table.loc[table["trained"], "length"]))
+        for length in trained:
+            ax.axvline(length, color="#999999", linestyle=":", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xticks(sorted(set(table["length"])))
+        positive = (table["mean"] > 0).all()
+        if metric.direction == "min" and positive:
+            ax.set_yscale("log")
+        ax.set_xlabel("test length T (dotted: trained)")
+        ax.set_ylabel(metric.label)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
     return figure

@@ -14,6 +14,7 @@ byte-identical when it is made again. Fewer than two runs give no interval, and 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -76,6 +77,12 @@ STATISTICS: dict[str, Callable] = {"mean": _mean, "median": _median, "iqm": iqm}
 
 
 def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Callable) -> tuple[float, float]:
+    with warnings.catch_warnings():  # nearly equal runs: scipy's precision note, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _percentile(samples, statistic)
+
+
+def _percentile(samples: tuple[np.ndarray, ...], statistic: Callable) -> tuple[float, float]:
     result = scipy.stats.bootstrap(
         samples,
         statistic,

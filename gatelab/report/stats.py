@@ -11,6 +11,7 @@ p-values are adjusted by Holm's step-down method, which controls the family-wise
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -65,7 +66,8 @@ def welch(values: Sequence[float], baseline: Sequence[float]) -> float:
     a, b = np.asarray(values, float), np.asarray(baseline, float)
     if len(a) < 2 or len(b) < 2:
         return math.nan
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nearly equal values: a precision note
         p = scipy.stats.ttest_ind(a, b, equal_var=False).pvalue
     return float(p)
 

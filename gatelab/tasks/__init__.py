@@ -84,6 +84,13 @@ def check_arguments(name: str, args: dict[str, Any]) -> None:
         )
     for key, value in args.items():
         default = valid[key]
+        if isinstance(default, tuple):  # a list argument: the task parses it and says what is wrong
+            if not isinstance(value, (tuple, list, str, int)) or isinstance(value, bool):
+                raise ValueError(
+                    f"task {name!r}: argument {key} must be a list of values, got {value!r}"
+                )
+            TASKS[name](**{key: value})  # its own check, with the task's words
+            continue
         if default is not None and (
             not isinstance(value, type(default)) or isinstance(value, bool)
         ):

@@ -65,6 +65,8 @@ class Task(Protocol):
     direction: Literal["min", "max"]  # whether lower or higher ``primary_metric`` is better
     chance: float  # ``primary_metric`` of the trivial predictor (plots draw it)
     metric_info: dict[str, MetricInfo]  # every key of ``metrics``: label, unit, direction
+    # Optional (the synthetic tasks): ``eval_lengths``, other lengths to test at once trained,
+    # and ``at_length(T)``, the task at length T; the runner records ``test/<m>@<T>``.
     note: str  # what every report of the task must say ("" for none)
 
     def train_data(self) -> dict[str, jax.Array]:

@@ -32,6 +32,27 @@ def _eval_split(split: str) -> int:
     return _EVAL_SEEDS[split]
 
 
+def parse_lengths(task: str, value, least: int) -> tuple[int, ...]:
+    """``eval_lengths`` as given (a tuple, ``"100,200,400"`` from the command line, or one int)
+    as a sorted tuple of distinct ints of at least ``least``; a clear error otherwise."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace("(", "").replace(")", "").split(",")]
+        value = tuple(p for p in parts if p)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        lengths = tuple(sorted({int(v) for v in value}))
+        if any(isinstance(v, bool) or float(v) != int(v) for v in value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{task}: eval_lengths must be integers, e.g. eval_lengths=100,200,400; got {value!r}"
+        ) from None
+    if any(length < least for length in lengths):
+        raise ValueError(f"{task}: every eval length must be at least {least}, got {lengths}")
+    return lengths
+
+
 class Adding:
     """The adding problem (Le, Jaitly & Hinton 2015; docs/reference.md, section 8).
 
@@ -50,6 +71,8 @@ class Adding:
     Args:
         length: ``T``, the number of steps.
         eval_size: examples in each of the fixed validation and test sets.
+        eval_lengths: other lengths to test at, once trained (length generalisation): the runner
+            records ``test/mse@<T>`` for each.
     """
 
     name = "adding"
@@ -64,7 +87,7 @@ class Adding:
     metric_info = {"mse": MetricInfo("MSE")}
     note = ""
 
-    def __init__(self, length: int = 100, eval_size: int = 1000):
+    def __init__(self, length: int = 100, eval_size: int = 1000, eval_lengths: tuple = ()):
         if length < 2:
             raise ValueError(
                 f"adding: length must be at least 2 (one marker per half), got {length}"
@@ -73,8 +96,13 @@ class Adding:
             raise ValueError(f"adding: eval_size must be positive, got {eval_size}")
         self.length = int(length)
         self.eval_size = int(eval_size)
+        self.eval_lengths = parse_lengths("adding", eval_lengths, 2)
         self.seq_len = self.length
         self._eval: dict[str, dict[str, np.ndarray]] = {}
+
+    def at_length(self, length: int) -> Adding:
+        """The same task at another ``T`` (its evaluation sets drawn from the same keys)."""
+        return Adding(length, self.eval_size)
 
     def train_data(self) -> dict[str, jax.Array]:
         return {}
@@ -132,6 +160,8 @@ class Copy:
     Args:
         delay: ``T``; the delimiter comes ``T`` steps after the last data symbol.
         eval_size: examples in each of the fixed validation and test sets.
+        eval_lengths: other delays to test at, once trained (length generalisation): the runner
+            records ``test/loss@<T>`` and ``test/accuracy@<T>`` for each.
     """
 
     name = "copy"
@@ -151,16 +181,21 @@ class Copy:
     delimiter = 9
     recall = 10  # data symbols to copy
 
-    def __init__(self, delay: int = 100, eval_size: int = 1000):
+    def __init__(self, delay: int = 100, eval_size: int = 1000, eval_lengths: tuple = ()):
         if delay < 1:
             raise ValueError(f"copy: delay must be at least 1, got {delay}")
         if eval_size < 1:
             raise ValueError(f"copy: eval_size must be positive, got {eval_size}")
         self.delay = int(delay)
         self.eval_size = int(eval_size)
+        self.eval_lengths = parse_lengths("copy", eval_lengths, 1)
         self.seq_len = self.delay + 2 * self.recall
         self.chance = self.recall * math.log(self.symbols) / self.seq_len
         self._eval: dict[str, dict[str, np.ndarray]] = {}
+
+    def at_length(self, delay: int) -> Copy:
+        """The same task at another delay ``T`` (its evaluation sets drawn from the same keys)."""
+        return Copy(delay, self.eval_size)
 
     def train_data(self) -> dict[str, jax.Array]:
         return {}
