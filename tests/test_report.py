@@ -846,3 +846,24 @@ def test_a_random_search_reports_hyperparameter_importance(random):
     assert {"lr", "hidden"} <= set(table["term"])
     for name in ("importance", "marginals"):
         assert (root / "report" / "figures" / f"{name}.png").exists()
+
+
+def test_curves_of_many_variants_are_small_multiples_against_the_baseline():
+    from gatelab.report import figures
+
+    order = ["vanilla", "NIG", "NFG", "NOG", "NIAF", "NOAF"]
+    rows = []
+    for k, variant in enumerate(order):
+        for step in range(100, 1001, 100):
+            mean = 0.5 + 0.4 * step / 1000 - 0.02 * k
+            rows.append(
+                {"variant": variant, "step": step, "n": 5, "mean": mean}
+                | {"low": mean - 0.01, "high": mean + 0.01}
+            )
+    figure = figures.curve_figure(pd.DataFrame(rows), Metric("eval/accuracy", "max"), order)
+    visible = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == order[1:]  # one panel per variant
+    assert figure.get_figwidth() == figures.WIDTH
+    # Zoomed to the later part: NOAF's first value (0.44) is off the axis, its later ones on.
+    low, high = visible[0].get_ylim()
+    assert 0.44 < low < 0.51 and high > 0.9

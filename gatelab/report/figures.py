@@ -329,6 +329,9 @@ def curve_figure(
         metric: the curve's metric (e.g. ``eval/accuracy``), for the label and the chance line.
         order: the variants in the legend's order.
     """
+    present = [v for v in order if (band["variant"] == v).any()]
+    if len(present) > SMALL_MULTIPLES_FROM:
+        return _curve_multiples(band, metric, present, width)
     styles = variant_styles(order)
     with style():
         figure = Figure(figsize=(width, height), layout="constrained")
@@ -365,6 +368,58 @@ def curve_figure(
             handles.append(chance)
         if handles:
             legend(figure, handles, 5)
+    return figure
+
+
+SMALL_MULTIPLES_FROM = 4  # more variants than this: one small panel each, against the baseline
+
+
+def _curve_multiples(
+    band: pd.DataFrame, metric: Metric, order: Sequence[str], width: float
+) -> Figure:
+    """One small panel per variant, the first (the baseline) in grey behind each, the y axis
+    zoomed to the later part of training where the differences that matter are (the first
+    30% of the steps may run off the top or bottom)."""
+    baseline, others = order[0], list(order[1:])
+    columns = 3
+    rows_count = math.ceil(len(others) / columns)
+    late = band[band["step"] >= 0.3 * band["step"].max()]
+    values = late[["low", "high"]].to_numpy(float).ravel() * metric.scale
+    values = values[np.isfinite(values)]
+    low, high = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    pad = 0.05 * (high - low or 1.0)
+    styles = variant_styles(order)
+
+    def draw(ax, variant: str, color: str, alpha: float, linewidth: float) -> None:
+        rows = band[band["variant"] == variant]
+        steps = rows["step"].to_numpy(float)
+        ax.fill_between(
+            steps,
+            rows["low"].to_numpy(float) * metric.scale,
+            rows["high"].to_numpy(float) * metric.scale,
+            color=color,
+            alpha=alpha,
+            linewidth=0,
+        )
+        ax.plot(steps, rows["mean"].to_numpy(float) * metric.scale, color=color, lw=linewidth)
+
+    with style():
+        figure = Figure(figsize=(width, 0.45 + 0.95 * rows_count), layout="constrained")
+        axes = list(
+            figure.subplots(rows_count, columns, squeeze=False, sharex=True, sharey=True).flat
+        )
+        for ax, variant in zip(axes, others, strict=False):
+            draw(ax, baseline, "#9a9a9a", 0.25, 0.8)
+            color = styles[variant]["color"]
+            draw(ax, variant, SIGNIFICANT if color in ("#000000", "#999999") else color, 0.25, 1.1)
+            ax.set_title(variant, fontsize=7, pad=2)
+            ax.tick_params(labelsize=6)
+            ax.set_ylim(low - pad, high + pad)
+        for ax in axes[len(others) :]:
+            ax.set_visible(False)
+        figure.supxlabel("training step", fontsize=7)
+        figure.supylabel(metric.label, fontsize=7)
+        figure.suptitle(f"each variant (colour) against {baseline} (grey)", fontsize=7)
     return figure
 
 
