@@ -781,7 +781,7 @@ def test_the_report_is_logged_to_wandb_as_one_run(grid, tmp_path):
     report.build_report(grid, out=tmp_path, wandb="offline")
     (path,) = sorted(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     found = {"summary": {}, "history": set(), "artifacts": {}}
-    for record in wandb_reader.records(path):
+    for record in wandb_reader.records(wandb_reader.finished(path)):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             found["run"] = (record.run.job_type, record.run.run_group)

@@ -437,7 +437,7 @@ def test_chorales_full_corpus_statistics():
 
 def test_registry_lists_every_task_and_its_arguments():
     assert set(tasks.NAMES) == {"adding", "copy", "mnist1d", "digits", "chorales", "shakespeare"}
-    assert tasks.arguments("copy") == {"delay": 100, "eval_size": 1000}
+    assert tasks.arguments("copy") == {"delay": 100, "eval_size": 1000, "eval_lengths": ()}
     with pytest.raises(ValueError, match="adding, copy, mnist1d"):
         tasks.get("bogus")
     with pytest.raises(ValueError, match=r"delay=100, eval_size=1000"):

@@ -67,3 +67,20 @@ def run_file(workdir: Path) -> Path:
     files = sorted(Path(workdir).glob("wandb/*/run-*.wandb"))
     assert files, f"no W&B run file under {workdir}/wandb"
     return files[-1]
+
+
+def finished(path: Path, timeout: float = 60.0) -> Path:
+    """``path`` once W&B's service has written its ``exit`` record: ``run.finish()`` can return
+    before the service has flushed an offline run's file (seen under load)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+                return path
+        except (AssertionError, struct.error):  # not even the header yet
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{path} has no exit record after {timeout} s")
+        time.sleep(0.2)
