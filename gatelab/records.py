@@ -474,6 +474,8 @@ class TunedRate:
         means: ``{lr: (mean, n)}`` over the completed runs with a finite value.
         tried: every learning rate the setting's runs recorded.
         metric: the validation key compared (``eval/<primary metric>``); direction its direction.
+        values: ``{lr: (value, ...)}``, every completed run's validation value (the report's
+            figure of the metric against the learning rate).
     """
 
     setting: dict[str, Any]
@@ -483,6 +485,7 @@ class TunedRate:
     tried: tuple[float, ...]
     metric: str
     direction: str
+    values: dict[float, tuple[float, ...]] = dataclasses.field(default_factory=dict)
 
 
 def best_learning_rates(directory: str | Path) -> list[TunedRate]:
@@ -528,6 +531,7 @@ def best_learning_rates(directory: str | Path) -> list[TunedRate]:
                 tuple(sorted(entry["tried"])),
                 entry.get("metric", ""),
                 direction,
+                {lr: tuple(v) for lr, v in sorted(entry["values"].items())},
             )
         )
     return chosen

@@ -611,6 +611,12 @@ def test_two_stage_sweep_reports_the_test_stage(tmp_path):
     assert "## Learning-rate tuning" in text
     row = next(line for line in text.splitlines() if line.startswith("| NFG | 0.001, 0.003 |"))
     assert "| 0.003 (" in row and "n = 2" in row
+    # With figures: the validation metric against the learning rate, the chosen one ringed.
+    text = report.build_report(root).read_text()
+    assert "![The validation metric against the learning rate](figures/tuning.png)" in text
+    assert (root / "report" / "figures" / "tuning.pdf").exists()
+    chosen = {t.variant: t for t in records.best_learning_rates(root / "tune")}
+    assert chosen["NFG"].values[0.003] == (0.7, 0.72)  # the seeds' validation values
 
 
 def test_chorales_note(tmp_path):

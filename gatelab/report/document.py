@@ -178,7 +178,7 @@ def build_report(
         *sections,
         lengths_text,
         importance_text,
-        _tuning_section(records, runs, selection),
+        _tuning_section(records, runs, selection, order, out, figures, made),
         _curves_section(curve_note, selection, "curves" in made),
         _gates_section(gates_averaged, order, "gates" in made),
         _params_section("params" in made, the_metric),
@@ -622,7 +622,13 @@ def _sentences(table: pd.DataFrame, metric: Metric, baseline: str, task: str | N
 
 
 def _tuning_section(
-    records: record_io.Study | None, runs: pd.DataFrame, selection: Metric
+    records: record_io.Study | None,
+    runs: pd.DataFrame,
+    selection: Metric,
+    order: Sequence[str] = (),
+    out: Path | None = None,
+    figures: bool = False,
+    made: list[str] | None = None,
 ) -> str | None:
     """The learning rate chosen per setting in ``DIR/tune`` (``records.best_learning_rates``,
     which the test stage trained at) and the one its test runs used."""
@@ -656,15 +662,55 @@ def _tuning_section(
         f"best by mean {selection.words} (value, n)",
         "used in the test stage",
     ]
-    return "\n".join(
-        [
-            "## Learning-rate tuning",
-            "",
-            f"From `{records.tune}`: completed runs only, mean over seeds per learning rate.",
-            "",
-            tables.markdown(rows, headers),
-        ]
-    )
+    lines = [
+        "## Learning-rate tuning",
+        "",
+        f"From `{records.tune}`: completed runs only, mean over seeds per learning rate.",
+        "",
+        tables.markdown(rows, headers),
+    ]
+    if figures and out is not None:
+        frame = _tuning_frame(chosen)
+        if len(frame):
+            figure = figures_lib.lr_figure(frame, selection, [*order, *frame["variant"]])
+            figures_lib.save(figure, out / "figures" / "tuning")
+            if made is not None:
+                made.append("tuning")
+            lines += [
+                "",
+                "![The validation metric against the learning rate](figures/tuning.png)",
+                "",
+                f"*`figures/tuning.pdf`: per variant the mean `{selection.key}` over seeds at each "
+                "learning rate with a 95% t-interval band; ringed, the rate the test stage used.*",
+            ]
+    return "\n".join(lines)
+
+
+def _tuning_frame(chosen: list[record_io.TunedRate]) -> pd.DataFrame:
+    """Per tuned setting and learning rate: the mean, a 95% t-interval and n of its completed
+    runs' validation values (``TunedRate.values``)."""
+    import scipy.stats
+
+    rows = []
+    for tuned in chosen:
+        for lr, values in tuned.values.items():
+            values = np.asarray(values, float)
+            mean, low, high = float(values.mean()), math.nan, math.nan
+            if len(values) > 1 and np.ptp(values) > 0:
+                half = scipy.stats.t.ppf(0.975, len(values) - 1) * scipy.stats.sem(values)
+                low, high = mean - half, mean + half
+            rows.append(
+                {
+                    "variant": tuned.variant,
+                    "lr": lr,
+                    "mean": mean,
+                    "low": low,
+                    "high": high,
+                    "n": len(values),
+                    "chosen": lr == tuned.lr,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _curves_section(note: str | None, selection: Metric, made: bool) -> str:

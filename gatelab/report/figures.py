@@ -61,6 +61,7 @@ __all__ = [
     "importance_figure",
     "marginals_figure",
     "length_figure",
+    "lr_figure",
 ]
 
 WIDTH = 3.4  # inches: one column of a two-column paper (NeurIPS/ICML/IEEE are 3.25-3.5 in)
@@ -800,6 +801,55 @@ def length_figure(
         if metric.direction == "min" and positive:
             ax.set_yscale("log")
         ax.set_xlabel("test length T (dotted: trained)")
+        ax.set_ylabel(metric.label)
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
+    return figure
+
+
+def lr_figure(
+    table: pd.DataFrame, metric: Metric, order: Sequence[str], width: float = WIDTH
+) -> Figure:
+    """A tune stage: the validation metric against the learning rate per variant, the mean over
+    seeds with a 95% t-interval band, the chosen rate ringed. ``table``: rows ``variant, lr,
+    mean, low, high, n, chosen``."""
+    styles = variant_styles(order)
+    with style():
+        figure = Figure(figsize=(width, 2.3), layout="constrained")
+        ax = figure.subplots()
+        for variant in order:
+            own = table[table["variant"] == variant].sort_values("lr")
+            if not len(own):
+                continue
+            s = styles[variant]
+            ax.plot(
+                own["lr"],
+                own["mean"] * metric.scale,
+                color=s["color"],
+                linestyle=s["linestyle"],
+                marker=s["marker"],
+                fillstyle=s["fill"],
+                label=variant,
+            )
+            ax.fill_between(
+                own["lr"],
+                own["low"] * metric.scale,
+                own["high"] * metric.scale,
+                color=s["color"],
+                alpha=0.12,
+                linewidth=0,
+            )
+            best = own[own["chosen"]]
+            ax.plot(
+                best["lr"],
+                best["mean"] * metric.scale,
+                linestyle="none",
+                marker="o",
+                markersize=7,
+                markerfacecolor="none",
+                markeredgecolor=s["color"],
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (ringed: chosen)")
         ax.set_ylabel(metric.label)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
     return figure
