@@ -141,3 +141,21 @@ def test_compare_carries_the_intervals_and_the_probability_of_improvement():
     assert table.loc["b", "iqm"] == pytest.approx(0.915)
     assert "one run" in table.loc["c", "interval_note"]
     assert math.isnan(table.loc["c", "mean_lo"])
+
+
+def test_a_study_of_one_variant_still_reports(tmp_path):
+    from test_report import ACCURACY, write_run, write_sweep  # the report tests' record writers
+
+    from gatelab import report
+
+    root = tmp_path / "sweep"
+    entries = []
+    for seed, value in enumerate(ACCURACY["vanilla"]):
+        write_run(root, f"vanilla__s{seed}", "vanilla", seed, test=value)
+        entries.append({"name": f"vanilla__s{seed}", "variant": "vanilla", "seed": seed})
+        entries[-1]["status"] = "completed"
+    write_sweep(root, entries)
+    text = report.build_report(root).read_text()
+    assert "- One variant only: nothing to test." in text
+    assert "## Interval estimates" in text and "| vanilla (baseline) | 5 | " in text
+    assert "## Convergence and budget" in text

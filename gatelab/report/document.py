@@ -23,6 +23,7 @@ import pandas as pd
 
 from gatelab import records as record_io
 from gatelab.report import (
+    across,
     convergence,
     importance,
     intervals,
@@ -94,6 +95,11 @@ def build_report(
     out = Path(out) if out is not None else directory / "report"
     out.mkdir(parents=True, exist_ok=True)
 
+    several = list(dict.fromkeys(runs["task"].dropna())) if "task" in runs else []
+    if len(several) > 1 and metric is None:
+        return _across_report(
+            directory, records, sweep, runs, curves, baseline, out, figures, wandb
+        )
     task = common(runs, "task")
     the_metric = resolve_metric(runs, metric)
     runs = runs.copy()
@@ -316,6 +322,154 @@ def _view_section(
             "(Holm-adjusted p < 0.05).*",
         ]
     return "\n".join(lines)
+
+
+def _across_report(
+    directory: Path,
+    records: record_io.Study | None,
+    sweep: dict[str, Any],
+    runs: pd.DataFrame,
+    curves: pd.DataFrame,
+    baseline: str | None,
+    out: Path,
+    figures: bool,
+    wandb: str | None,
+) -> Path:
+    """A study across tasks: each task's full report in ``out/tasks/<task>/``, and here every
+    task's comparison side by side and the aggregate over tasks (``across``)."""
+    tasks = across.tasks_of(runs, baseline)
+    the_baseline = tasks[0].baseline
+    order = stats.variant_order(runs, the_baseline)
+    per_task = {}
+    for task in tasks:
+        names = set(task.runs["name"])
+        own_curves = curves[curves["run"].isin(names)] if len(curves) else curves
+        build_report(
+            directory,
+            the_baseline,
+            runs=task.runs.copy(),
+            curves=own_curves,
+            out=out / "tasks" / task.name,
+            figures=figures,
+            wandb="off",
+        )
+        per_task[task.name] = stats.compare(task.runs, task.metric, task.baseline, order)
+    summary = across.aggregate(tasks, order, the_baseline)
+    tables.write_csv(summary, Metric("normalised", "max"), out / "table.csv")
+    runs.to_csv(out / "runs.csv", index=False)
+    made = []
+    if figures and len(summary):
+        scores = across.normalised(tasks, order)
+        figure = figures_lib.across_figure(summary, scores, the_baseline, order)
+        figures_lib.save(figure, out / "figures" / "tasks")
+        made.append("tasks")
+
+    counts = Counter(runs["status"])
+    lines = [f"# gatelab report: {len(tasks)} tasks ({', '.join(t.name for t in tasks)})", ""]
+    if records is not None:
+        lines.append(f"- Records: `{records.root}`")
+    if sweep.get("config"):
+        lines.append(
+            f"- Sweep: `{sweep['config']}`"
+            + (f" (argument `{sweep['arg']}`)" if sweep.get("arg") else "")
+        )
+    lines.append(f"- Baseline: {the_baseline}")
+    lines.append(
+        f"- Runs: {len(runs)} ("
+        + ", ".join(f"{counts[s]} {s}" for s in load.STATUSES if counts[s])
+        + ")"
+    )
+    lines.append(
+        "- Each task's own report (tables, intervals, budget, curves, gates): "
+        + ", ".join(f"`tasks/{t.name}/report.md`" for t in tasks)
+    )
+    lines += ["", "## Per task", ""]
+    headers = ["variant"] + [f"{t.name}: {t.metric.words}" for t in tasks]
+    body = []
+    for variant in order:
+        cells = [str(variant) + (" (baseline)" if variant == the_baseline else "")]
+        for task in tasks:
+            table = per_task[task.name]
+            if variant not in table.index or not table.loc[variant, "n"]:
+                cells.append("")
+                continue
+            row = table.loc[variant]
+            decimals = task.metric.decimals(table["std"], table["mean"])
+            text = task.metric.format_mean_std(row["mean"], row["std"], decimals)
+            text += {"better": " ↑", "worse": " ↓"}.get(row["verdict"], "")
+            cells.append(text)
+        body.append(cells)
+    lines += [tables.markdown(body, headers, "l" + "r" * len(tasks)), ""]
+    lines.append(
+        f"Mean ± std per task; ↑/↓: significantly better/worse than {the_baseline} on that task "
+        "(Welch's t-test, Holm-adjusted over the variants of the task, p < 0.05)."
+    )
+    lines += ["", "## Across tasks", ""]
+    skipped = [f"{t.name} ({t.why_not})" for t in tasks if t.why_not]
+    if skipped:
+        lines.append("Left out of the aggregate: " + ", ".join(skipped) + ".")
+        lines.append("")
+    if len(summary):
+
+        def shown(value, low, high) -> str:
+            if not is_finite(value):
+                return ""
+            text = f"{value:.2f}"
+            return text + (f" [{low:.2f}, {high:.2f}]" if is_finite(low) else "")
+
+        body = [
+            [
+                str(variant),
+                str(int(row["tasks"])),
+                str(int(row["n"])),
+                shown(row["mean"], row["mean_lo"], row["mean_hi"]),
+                shown(row["iqm"], row["iqm_lo"], row["iqm_hi"]),
+                shown(row["poi"], row["poi_lo"], row["poi_hi"]),
+                row["note"],
+            ]
+            for variant, row in summary.iterrows()
+        ]
+        headers = [
+            "variant",
+            "tasks",
+            "runs",
+            "normalised mean [95% CI]",
+            "normalised IQM [95% CI]",
+        ]
+        headers += [f"P(beats {the_baseline}) [95% CI]", "note"]
+        lines += [tables.markdown(body, headers, "lrrrrrl"), ""]
+        lines.append(
+            "Scores normalised per task between chance (0) and the baseline's mean (1), "
+            "whatever the metric's direction, so that tasks with different metrics combine; "
+            "the mean and IQM over every run of every task; P(beats): the probability that a run "
+            f"of the variant beats a run of {the_baseline}, averaged over tasks. Intervals: "
+            "percentile bootstrap (2,000 resamples, seeded) stratified by task, each task's "
+            "runs resampled on their own."
+        )
+    if "tasks" in made:
+        lines += ["", "![Every variant's normalised score per task](figures/tasks.png)"]
+    left = _left_out_section(runs)
+    text = "\n".join(lines) + ("\n\n" + left if left else "")
+    path = out / "report.md"
+    path.write_text(text.rstrip() + "\n")
+    root_name = records.root.name if records is not None else directory.name
+    where = wandb_report.study_wandb(runs, root_name)
+    wandb_report.log_report(
+        out,
+        summary,
+        [
+            f"{variant}: normalised mean {row['mean']:.2f}, P(beats {the_baseline}) "
+            f"{row['poi']:.2f} over {int(row['tasks'])} tasks"
+            for variant, row in summary.iterrows()
+            if is_finite(row["poi"])
+        ],
+        made,
+        mode=wandb or where["mode"],
+        project=where["project"],
+        entity=where["entity"],
+        group=where["group"],
+    )
+    return path
 
 
 def _interval_section(

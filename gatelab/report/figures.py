@@ -62,6 +62,7 @@ __all__ = [
     "marginals_figure",
     "length_figure",
     "lr_figure",
+    "across_figure",
 ]
 
 WIDTH = 3.4  # inches: one column of a two-column paper (NeurIPS/ICML/IEEE are 3.25-3.5 in)
@@ -852,4 +853,53 @@ def lr_figure(
         ax.set_xlabel("learning rate (ringed: chosen)")
         ax.set_ylabel(metric.label)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
+    return figure
+
+
+def across_figure(
+    summary: pd.DataFrame,
+    scores: pd.DataFrame,
+    baseline: str,
+    order: Sequence[str],
+    width: float = WIDTH,
+) -> Figure:
+    """A study across tasks: per variant (a row) its normalised score on each task (a marker per
+    task) and the aggregate mean with its stratified 95% interval (a bar); 0 is chance, 1 the
+    baseline (dashed)."""
+    variants = [v for v in order if v in summary.index]
+    task_names = list(dict.fromkeys(scores["task"]))
+    markers = dict(zip(task_names, MARKERS, strict=False))
+    colours = dict(zip(task_names, OKABE_ITO[1:], strict=False))
+    with style():
+        figure = Figure(figsize=(width, 0.7 + 0.2 * len(variants)), layout="constrained")
+        ax = figure.subplots()
+        y = np.arange(len(variants))[::-1]
+        for yi, variant in zip(y, variants, strict=True):
+            row = summary.loc[variant]
+            if math.isfinite(row["mean_lo"]):
+                ax.plot([row["mean_lo"], row["mean_hi"]], [yi, yi], color="#bbbbbb", lw=4)
+            ax.plot([row["mean"]], [yi], marker="|", color="black", markersize=8)
+            for task in task_names:
+                own = scores[(scores["variant"] == variant) & (scores["task"] == task)]
+                if len(own):
+                    ax.plot(
+                        own["mean"],
+                        [yi],
+                        linestyle="none",
+                        marker=markers[task],
+                        color=colours[task],
+                        markersize=3.5,
+                    )
+        ax.axvline(1.0, color="#333333", linestyle="--", linewidth=0.8)
+        ax.axvline(0.0, color="#999999", linestyle=":", linewidth=0.8)
+        ax.set_yticks(y, variants)
+        ax.set_xlabel(f"normalised score (0: chance, 1: {baseline})")
+        ax.grid(axis="x", color="#e3e3e3", linewidth=0.5)
+        ax.grid(axis="y", visible=False)
+        handles = [
+            Line2D([], [], linestyle="none", marker=markers[t], color=colours[t], label=t)
+            for t in task_names
+        ]
+        handles.append(Line2D([], [], color="#bbbbbb", lw=4, label="mean, 95% CI"))
+        ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=6)
     return figure
