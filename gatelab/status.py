@@ -76,18 +76,13 @@ def _run(directory: Path, entry: dict[str, Any], held: bool) -> RunState:
     group = entry.get("group") or stored.get("resolved", {}).get("group", "")
     step = _last_step(run_dir / "metrics.jsonl")
     status = summary.status if summary else "pending"
+    live = records.live_status(summary, held)  # a failed group being retried is running
+    state = "done" if live in records.FINISHED else live
     note = error = ""
-    if summary is not None and summary.finished:
-        state = "done"
-    elif held:  # a failed group being retried too
-        state = "running"
-    elif status == "failed":
-        state = "failed"
-        error = (summary.error or "").strip().splitlines()[0] if summary.error else ""
-    else:
-        state = "pending"
-        if step:
-            note = f"interrupted at step {step}; resumes from its last checkpoint"
+    if state == "failed" and summary.error:
+        error = summary.error.strip().splitlines()[0]
+    elif state == "pending" and step:
+        note = f"interrupted at step {step}; resumes from its last checkpoint"
     return RunState(entry["name"], group, state, status, step, steps, error, note)
 
 

@@ -14,12 +14,10 @@ and the report says so.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.stats
 
 from gatelab.report import intervals, stats
 from gatelab.report.analysis import resolve_baseline, resolve_metric
@@ -85,19 +83,8 @@ def _interval(samples: list[np.ndarray], statistic) -> tuple[float, float]:
     """A percentile-bootstrap 95% CI resampling each sample (a task's runs) on its own."""
     if any(len(s) < 2 for s in samples):
         return math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = scipy.stats.bootstrap(
-            tuple(samples),
-            statistic,
-            n_resamples=intervals.RESAMPLES,
-            confidence_level=intervals.LEVEL,
-            method="percentile",
-            vectorized=True,
-            paired=False,
-            rng=np.random.default_rng(intervals.SEED),
-        )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    low, high = intervals.bootstrap(samples, statistic)
+    return float(low), float(high)
 
 
 def aggregate(tasks: Sequence[Task], order: Sequence[str], baseline: str) -> pd.DataFrame:

@@ -843,16 +843,10 @@ def _tuning_section(
 def _tuning_frame(chosen: list[record_io.TunedRate]) -> pd.DataFrame:
     """Per tuned setting and learning rate: the mean, a 95% t-interval and n of its completed
     runs' validation values (``TunedRate.values``)."""
-    import scipy.stats
-
     rows = []
     for tuned in chosen:
         for lr, values in tuned.values.items():
-            values = np.asarray(values, float)
-            mean, low, high = float(values.mean()), math.nan, math.nan
-            if len(values) > 1 and np.ptp(values) > 0:
-                half = scipy.stats.t.ppf(0.975, len(values) - 1) * scipy.stats.sem(values)
-                low, high = mean - half, mean + half
+            mean, low, high = stats.t_interval(values)
             rows.append(
                 {
                     "variant": tuned.variant,

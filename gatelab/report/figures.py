@@ -702,6 +702,19 @@ def importance_figure(table: pd.DataFrame, order: Sequence[str], width: float = 
     return figure
 
 
+def _mean_band(ax, x, rows: pd.DataFrame, metric: Metric, s: dict, label: str, markers=True):
+    """One variant's line (``rows["mean"]``) and its band (``low`` to ``high``) against ``x``,
+    in the variant's style (:func:`variant_styles`), markers on its points unless told not to."""
+    marks = {"marker": s["marker"], "fillstyle": s["fill"]} if markers else {}
+    scale = metric.scale
+    ax.plot(
+        x, rows["mean"] * scale, color=s["color"], linestyle=s["linestyle"], label=label, **marks
+    )
+    ax.fill_between(
+        x, rows["low"] * scale, rows["high"] * scale, color=s["color"], alpha=0.12, linewidth=0
+    )
+
+
 def marginals_figure(
     curves: dict[str, pd.DataFrame],
     labels: dict[str, str],
@@ -724,22 +737,7 @@ def marginals_figure(
                 own = frame[frame["variant"] == variant]
                 if not len(own):
                     continue
-                s = styles[variant]
-                ax.plot(
-                    own["x"],
-                    own["mean"] * metric.scale,
-                    color=s["color"],
-                    linestyle=s["linestyle"],
-                    label=variant,
-                )
-                ax.fill_between(
-                    own["x"],
-                    own["low"] * metric.scale,
-                    own["high"] * metric.scale,
-                    color=s["color"],
-                    alpha=0.12,
-                    linewidth=0,
-                )
+                _mean_band(ax, own["x"], own, metric, styles[variant], variant, markers=False)
             ax.set_xlabel(labels[name], fontsize=7)
         for ax in list(axes)[len(names) :]:
             ax.set_visible(False)
@@ -773,25 +771,7 @@ def length_figure(
             own = table[table["variant"] == variant].sort_values("length")
             if not len(own):
                 continue
-            s = styles[variant]
-            x = own["length"].to_numpy(float)
-            ax.plot(
-                x,
-                own["mean"] * metric.scale,
-                color=s["color"],
-                linestyle=s["linestyle"],
-                marker=s["marker"],
-                fillstyle=s["fill"],
-                label=variant,
-            )
-            ax.fill_between(
-                x,
-                own["low"] * metric.scale,
-                own["high"] * metric.scale,
-                color=s["color"],
-                alpha=0.12,
-                linewidth=0,
-            )
+            _mean_band(ax, own["length"].to_numpy(float), own, metric, styles[variant], variant)
         trained = sorted(set(table.loc[table["trained"], "length"]))
         for length in trained:
             ax.axvline(length, color="#999999", linestyle=":", linewidth=0.8)
@@ -822,23 +802,7 @@ def lr_figure(
             if not len(own):
                 continue
             s = styles[variant]
-            ax.plot(
-                own["lr"],
-                own["mean"] * metric.scale,
-                color=s["color"],
-                linestyle=s["linestyle"],
-                marker=s["marker"],
-                fillstyle=s["fill"],
-                label=variant,
-            )
-            ax.fill_between(
-                own["lr"],
-                own["low"] * metric.scale,
-                own["high"] * metric.scale,
-                color=s["color"],
-                alpha=0.12,
-                linewidth=0,
-            )
+            _mean_band(ax, own["lr"], own, metric, s, variant)
             best = own[own["chosen"]]
             ax.plot(
                 best["lr"],

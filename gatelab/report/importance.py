@@ -14,7 +14,6 @@ optuna's ``_Fanova`` (private: where it is missing, pairs are left out and the r
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from itertools import combinations
@@ -22,6 +21,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from gatelab.report import stats
 from gatelab.report.metric import Metric
 
 __all__ = ["SPACES", "hyperparameters", "fanova", "marginals"]
@@ -162,8 +162,6 @@ def marginals(
     Returns:
         Columns ``variant, x, mean, low, high, n`` (bins with fewer than two runs have no band).
     """
-    import scipy.stats
-
     column, _, transform = SPACES[name]
     x_all = transform(pd.to_numeric(used[column]).to_numpy(float))
     edges = np.linspace(x_all.min(), x_all.max(), bins + 1)
@@ -179,11 +177,7 @@ def marginals(
             values = y[which == b]
             if not len(values):
                 continue
-            mean = float(values.mean())
-            low = high = math.nan
-            if len(values) > 1:
-                half = scipy.stats.t.ppf(0.975, len(values) - 1) * scipy.stats.sem(values)
-                low, high = mean - half, mean + half
+            mean, low, high = stats.t_interval(values)
             rows.append(
                 {
                     "variant": variant,

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -29,6 +30,7 @@ __all__ = [
     "interval",
     "probability_of_improvement",
     "improvement_interval",
+    "bootstrap",
     "profile",
 ]
 
@@ -76,24 +78,28 @@ def _mean(values, axis: int = -1) -> np.ndarray:
 STATISTICS: dict[str, Callable] = {"mean": _mean, "median": _median, "iqm": iqm}
 
 
-def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Callable) -> tuple[float, float]:
+def bootstrap(samples: Sequence[np.ndarray], statistic: Callable) -> tuple[Any, Any]:
+    """The percentile-bootstrap 95% CI ``(low, high)`` of ``statistic(*samples, axis=-1)``
+    (vectorised), each sample resampled on its own, seeded: the one bootstrap of the report
+    (one sample: over runs; a variant and its baseline; every task's runs, stratified)."""
     with warnings.catch_warnings():  # nearly equal runs: scipy's precision note, not an error
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _percentile(samples, statistic)
+        result = scipy.stats.bootstrap(
+            tuple(samples),
+            statistic,
+            n_resamples=RESAMPLES,
+            confidence_level=LEVEL,
+            method="percentile",
+            vectorized=True,
+            paired=False,
+            rng=np.random.default_rng(SEED),
+        )
+    return result.confidence_interval.low, result.confidence_interval.high
 
 
-def _percentile(samples: tuple[np.ndarray, ...], statistic: Callable) -> tuple[float, float]:
-    result = scipy.stats.bootstrap(
-        samples,
-        statistic,
-        n_resamples=RESAMPLES,
-        confidence_level=LEVEL,
-        method="percentile",
-        vectorized=True,
-        paired=False,
-        rng=np.random.default_rng(SEED),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+def _bootstrap(samples: tuple[np.ndarray, ...], statistic: Callable) -> tuple[float, float]:
+    low, high = bootstrap(samples, statistic)
+    return float(low), float(high)
 
 
 def interval(values, statistic: str = "mean") -> Interval:
@@ -162,17 +168,5 @@ def profile(
     point = fraction(x)
     if len(x) < 2 or np.all(x == x[0]):
         return point, point.copy(), point.copy()
-    result = scipy.stats.bootstrap(
-        (x,),
-        fraction,
-        n_resamples=RESAMPLES,
-        confidence_level=LEVEL,
-        method="percentile",
-        vectorized=True,
-        rng=np.random.default_rng(SEED),
-    )
-    return (
-        point,
-        np.asarray(result.confidence_interval.low),
-        np.asarray(result.confidence_interval.high),
-    )
+    low, high = bootstrap((x,), fraction)
+    return point, np.asarray(low), np.asarray(high)

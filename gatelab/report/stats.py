@@ -30,6 +30,7 @@ __all__ = [
     "best_fraction",
     "compare",
     "curve_band",
+    "t_interval",
     "gate_table",
     "variant_order",
 ]
@@ -213,6 +214,17 @@ def _intervals(values: np.ndarray, baseline: np.ndarray | None, direction: str) 
         why.append(improvement.why)
     found["interval_note"] = next((w for w in why if w), "")
     return found
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and its two-sided t-interval, as
+    :func:`curve_band` computes it for one group (NaN bounds for fewer than two values)."""
+    values = np.asarray(values, float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, math.nan, math.nan
+    half = scipy.stats.t.ppf((1 + confidence) / 2, len(values) - 1) * scipy.stats.sem(values)
+    return mean, mean - half, mean + half
 
 
 def curve_band(
