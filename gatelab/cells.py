@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from gatelab import families
-from gatelab.families import LSTMSpec, Spec
+from gatelab.families import LSTMSpec, Spec, regularise
 from gatelab.families.base import (
     Initializer,
     broadcast_vectors,
@@ -72,21 +72,35 @@ class GatedCell(nn.RNNCellBase):
     ``gates/activations: {gate: (..., H)}`` (and the family's states, such as the LSTM cell, as
     ``state/<name>``).
 
+    Regularisers (``dropout_*``, ``zoneout_*``, ``weight_drop``, ``layer_norm``) compute one step
+    through the fused layout ``GatedRNN`` scans (``regularise.step``). In training
+    (``deterministic=False``) the masks are drawn in the cell: those that hold for a whole
+    sequence from the ``"dropout"`` stream, zoneout's from the ``"zoneout"`` stream, so under
+    ``flax.linen.RNN`` the first must be shared over time and the second split::
+
+        nn.RNN(GatedCell(H, spec, deterministic=False),
+               split_rngs={"params": False, "dropout": False, "zoneout": True})
+
+    or pass one step's ``masks`` (``regularise.at_step`` of a sequence's ``regularise.draw``).
+
     Attributes:
         features: hidden size ``H``.
         spec: the cell's spec (``LSTMSpec``, ``GRUSpec``, ``MinSpec``, ``SLSTMSpec``,
             ``RGLRUSpec`` or ``IndRNNSpec``).
+        deterministic: evaluation (no dropout, zoneout in expectation); ``False``: training.
     """
 
     features: int
     spec: Spec = LSTMSpec()
+    deterministic: bool = True
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = default_recurrent_init
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, carry, inputs: Array):
-        """One step: ``carry`` from ``initialize_carry``, ``inputs`` (..., D)."""
+    def __call__(self, carry, inputs: Array, masks: dict | None = None):
+        """One step: ``carry`` from ``initialize_carry``, ``inputs`` (..., D); ``masks``: this
+        step's training masks (regularisers only; drawn here when ``deterministic=False``)."""
         family = families.family(self.spec)
         params = families.declare_params(
             self,
@@ -97,7 +111,37 @@ class GatedCell(nn.RNNCellBase):
             self.recurrent_kernel_init,
             self.param_dtype,
         )
-        params = broadcast_vectors(params, inputs.ndim)
+        if regularise.regularised(self.spec):
+            carry, h, gates = self._regularised(family, params, carry, inputs, masks)
+        else:
+            params = broadcast_vectors(params, inputs.ndim)
+            carry, h, gates = self._step(family, params, carry, inputs)
+        if gates:  # one dict: a sow named "forget" would clash with the submodule "forget"
+            self.sow("gates", "activations", gates)
+        for name, value in family.observe(carry).items():
+            self.sow("state", name, value)
+        return carry, h
+
+    def _regularised(self, family, params, carry, inputs, masks):
+        spec = self.spec
+        if inputs.ndim != 2:
+            raise ValueError(
+                f"GatedCell with regularisers takes inputs (batch, features), got {inputs.shape}"
+            )
+        if masks is None and not self.deterministic and regularise.stochastic(spec):
+            zone = self.make_rng("zoneout") if spec.zoneout_cell or spec.zoneout_hidden else None
+            masks = regularise.draw(
+                spec, params, self.make_rng("dropout"), inputs.shape[:1], None, zone
+            )
+            if self.is_mutable_collection("masks"):
+                self.sow("masks", "drawn", masks)
+        params = regularise.drop_weights(params, masks)
+        layout = family.fused(spec, params)
+        consts = regularise.late_consts(layout, masks)
+        carry = tuple(carry) if isinstance(carry, list) else carry
+        return regularise.step(family, spec, layout, consts, inputs, carry, masks)
+
+    def _step(self, family, params, carry, inputs):
         pre, consts = family.inputs(self.spec, params, inputs, carry)
         if family.step is not None:
             carry, h, gates = family.step(self.spec, pre, carry, consts)
@@ -105,11 +149,7 @@ class GatedCell(nn.RNNCellBase):
             a, b, gates = family.coefficients(self.spec, pre, consts)
             h = b if a is None else a * carry + b
             carry = h
-        if gates:  # one dict: a sow named "forget" would clash with the submodule "forget"
-            self.sow("gates", "activations", gates)
-        for name, value in family.observe(carry).items():
-            self.sow("state", name, value)
-        return carry, h
+        return carry, h, gates
 
     @nn.nowrap
     def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]):

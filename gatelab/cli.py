@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from gatelab import config as config_lib
-from gatelab import families, records, runtime, variants
+from gatelab import families, records, runtime, specs, variants
 
 __all__ = ["main"]
 
@@ -51,17 +51,54 @@ def _equations(spec: families.Spec) -> str:
     return textwrap.indent(textwrap.dedent("\n".join(lines)).strip("\n"), "  ")
 
 
+def _regularisers(spec: families.Spec) -> str:
+    """The regulariser fields of an LSTM or GRU spec, with their values; empty for others."""
+    if not isinstance(spec, families.regularise.Regularised):
+        return ""
+    skip = ("zoneout_cell", "projection") if isinstance(spec, families.GRUSpec) else ()
+    note = " (the GRU has no cell state and no projection)" if skip else ""
+    lines = [f"regularisers (--set model.spec.FIELD=VALUE, all off by default{note}):"]
+    for field, meaning in families.regularise.DESCRIPTIONS.items():
+        if field in skip:
+            continue
+        value = getattr(spec, field)
+        shown = ",".join(value) if isinstance(value, tuple) else value
+        lines.append(f"  {field:18s} {str(shown or 'off'):22s} {meaning}")
+    return "\n".join(lines) + "\n"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not FIELD=VALUE")
+    return key.strip(), value.strip()
+
+
 def cmd_variants(args: argparse.Namespace) -> int:
     if args.name:
         v = variants.lookup(args.name)
-        parts = families.param_breakdown(v.spec, args.input, args.hidden)
-        print(f"{v.name}: {v.description}\n  {v.spec}\n  {v.citation}\n")
-        print(f"gates: {_gate_summary(v.spec)}\n")
+        spec = v.spec
+        if args.spec:
+            fields = [f.name for f in specs.ordered_fields(spec)]
+            for key, _ in args.spec:
+                if key not in fields:
+                    raise ValueError(
+                        f"--spec {key}: not a field of {type(spec).__name__}"
+                        f"{config_lib.did_you_mean(key, fields)}; its fields: {', '.join(fields)}"
+                    )
+            spec = spec.replace(**{k: config_lib.parse_literal(t) for k, t in args.spec})
+            families.check_sizes(spec, args.input, args.hidden)
+        parts = families.param_breakdown(spec, args.input, args.hidden)
+        print(f"{v.name}: {v.description}\n  {spec}\n  {v.citation}\n")
+        print(f"gates: {_gate_summary(spec)}\n")
+        regularisers = _regularisers(spec)
+        if regularisers:
+            print(regularisers)
         print(f"parameters at input {args.input}, hidden {args.hidden}:")
         for part, count in parts.items():
             print(f"  {part:16s} {count:>10,d}")
         print(f"  {'total':16s} {sum(parts.values()):>10,d}\n")
-        print(f"equations ({type(v.spec).__name__}):\n{_equations(v.spec)}")
+        print(f"equations ({type(spec).__name__}):\n{_equations(spec)}")
         return 0
     reference = families.param_count(variants.variant("vanilla"), args.input, args.hidden)
     rows = []
@@ -261,6 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="a variant name (case does not matter)")
     p.add_argument("--input", type=int, default=32, help="input features D (default: 32)")
     p.add_argument("--hidden", type=int, default=128, help="hidden features H (default: 128)")
+    p.add_argument(
+        "--spec",
+        action="append",
+        default=[],
+        type=_key_value,
+        metavar="FIELD=VALUE",
+        help="with NAME: a spec field changed (repeatable), e.g. --spec projection=64 "
+        "--spec layer_norm=input,recurrent",
+    )
     p.set_defaults(run=cmd_variants)
 
     p = commands.add_parser(

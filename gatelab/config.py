@@ -20,7 +20,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from gatelab import families, tasks, variants
+from gatelab import families, specs, tasks, variants
 
 __all__ = [
     "Config",
@@ -308,10 +308,10 @@ def _parse(key: str, text: str, hint) -> Any:
             raise ConfigError(f"{key}={text!r} must be a number") from None
     if hint is str:
         return text
-    return _literal(text)
+    return parse_literal(text)
 
 
-def _literal(text: str) -> Any:
+def parse_literal(text: str) -> Any:
     """A free-form value (spec fields, task arguments): JSON-ish, else the string itself."""
     lowered = text.lower()
     if lowered in ("true", "false"):
@@ -357,7 +357,7 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
         if typing.get_origin(hint) is dict:
             if not sub:
                 raise ConfigError(f"{key} takes sub-keys, e.g. {key}.NAME=VALUE")
-            value = {**getattr(current, field), sub: _literal(text.strip())}
+            value = {**getattr(current, field), sub: parse_literal(text.strip())}
         else:
             if sub:
                 raise ConfigError(f"unknown key {key!r}: {section}.{field} has no sub-keys")
@@ -409,11 +409,19 @@ def validate(config: Config) -> None:
     except ValueError as error:
         raise ConfigError(f"model.variant: {error}") from None
     base = variants.variant(config.model.variant)
-    fields = [f.name for f in dataclasses.fields(base)]
+    fields = [f.name for f in specs.ordered_fields(base)]
     unknown = set(config.model.spec) - set(fields)
+    regularisers = sorted(unknown & set(families.regularise.FIELDS))
+    if regularisers:
+        raise ConfigError(
+            f"model.spec.{regularisers[0]} does not apply to {type(base).__name__} "
+            f"(variant {config.model.variant!r}): the regularisers and the projection are fields "
+            "of the LSTM and GRU families (LSTMSpec, GRUSpec); its fields: " + ", ".join(fields)
+        )
     if unknown:
         raise ConfigError(
-            f"unknown key(s) model.spec.{', model.spec.'.join(sorted(unknown))} for "
+            f"unknown key(s) model.spec.{', model.spec.'.join(sorted(unknown))}"
+            f"{did_you_mean(sorted(unknown)[0], fields, 'model.spec.')} for "
             f"{type(base).__name__}; its fields: {', '.join(fields)}"
         )
     try:

@@ -76,6 +76,7 @@ class SequenceModel(nn.Module):
         *,
         carries: dict | None = None,
         return_carries: bool = False,
+        deterministic: bool = True,
     ):
         """Maps inputs (b, t, d) floats or (b, t) token ids to (b, o) or (b, t, o) outputs.
 
@@ -86,6 +87,8 @@ class SequenceModel(nn.Module):
                 to that layer's hidden states (``GatedRNN``'s ``probe``).
             carries: layer names to the carries to start from (default zeros).
             return_carries: also return every layer's final carry.
+            deterministic: evaluation; ``False`` trains the spec's regularisers with masks
+                from the ``"dropout"`` stream (``GatedRNN``).
 
         Returns:
             The outputs, or ``(outputs, carries)`` with ``return_carries``.
@@ -118,6 +121,7 @@ class SequenceModel(nn.Module):
                     initial_carry=carries.get(name),
                     seq_lengths=lengths,
                     probe=probes.get(name),
+                    deterministic=deterministic,
                 )
                 finals.append(carry)
                 final_carries[name] = carry
@@ -221,7 +225,8 @@ def layer_inputs(model: SequenceModel, input_size: int) -> list[int]:
     side."""
     directions = 2 if model.bidirectional else 1
     first = input_size if model.encoder == "none" else model.embed or model.hidden
-    return [first] + [directions * model.hidden] * (model.layers - 1)
+    width = families.output_features(model.spec, model.hidden)
+    return [first] + [directions * width] * (model.layers - 1)
 
 
 def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> int:
@@ -237,7 +242,7 @@ def model_param_count(model: SequenceModel, input_size: int, seq_len: int) -> in
             total = 0
     for features in layer_inputs(model, input_size):
         total += directions * families.param_count(model.spec, features, model.hidden)
-    features = directions * model.hidden
+    features = directions * families.output_features(model.spec, model.hidden)
     if not model.per_step and model.readout == "flatten":
         features *= seq_len
     return total + features * model.output_size + model.output_size

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax.linen.recurrent import flip_sequences
 
 from gatelab import families
-from gatelab.families import LSTMSpec, Spec
+from gatelab.families import LSTMSpec, Spec, regularise
 from gatelab.families.base import Family, Initializer, default_kernel_init, default_recurrent_init
 
 __all__ = ["GatedRNN", "fused_recurrence", "linear_scan", "SCANS"]
@@ -175,6 +175,35 @@ def _recurrence(family: Family, spec: Spec, params, x, carry, mask, unroll, capt
     return carry, ys, {"gates": gates, "state": observed}
 
 
+def _regularised(family, spec, params, x, carry, mask, unroll, capture, probe, masks):
+    """A recurrence with regularisers or layer norm (``regularise.step`` at every step), by
+    autodiff. ``masks`` (``regularise.draw`` over the sequence) in training, ``None`` at
+    evaluation. The masks that hold for the whole sequence are constants of the scan; zoneout's
+    are its inputs, one per step."""
+    params = regularise.drop_weights(params, masks)
+    layout = family.fused(spec, params)
+    consts = regularise.late_consts(layout, masks)
+    carry = tuple(carry) if isinstance(carry, list) else carry
+    constant = {k: v for k, v in (masks or {}).items() if not k.startswith("zone_")}
+    zones = {k: v for k, v in (masks or {}).items() if k.startswith("zone_")}
+
+    def body(carry, inputs):
+        x_t, m, p, zone = inputs
+        step_masks = None if masks is None else {**constant, **zone}
+        new_carry, new_h, gates = regularise.step(
+            family, spec, layout, consts, x_t, carry, step_masks, p
+        )
+        observed = family.observe(new_carry)
+        new_carry, y = _finish(new_carry, new_h, carry, m)
+        return new_carry, ((y, (gates, observed)) if capture else y)
+
+    final, ys = jax.lax.scan(body, carry, (x, mask, probe, zones), unroll=unroll)
+    if not capture:
+        return final, ys
+    ys, (gates, observed) = ys
+    return final, ys, {"gates": gates, "state": observed}
+
+
 # --------------------------------------------------------------------------------------------------
 # Linear recurrences: h_t = a_t * h_{t-1} + b_t with a, b of x only.
 # --------------------------------------------------------------------------------------------------
@@ -274,6 +303,12 @@ class GatedRNN(nn.Module):
             matmul per step and the weight gradients as large matmuls afterwards). The config
             key ``model.backward`` chooses it; autodiff is the default because it measured
             faster on the CPU (the results file above, "Hand-written backward pass").
+
+    Regularisers (the spec's ``dropout_*``, ``zoneout_*``, ``weight_drop``, ``layer_norm``;
+    ``gatelab.families.regularise``) run through their own scan by autodiff. In training
+    (``deterministic=False``) their masks are drawn once per call, outside the scan, from the
+    ``"dropout"`` stream (``rngs={"dropout": key}``), or given as ``masks``; with the
+    ``"masks"`` collection mutable they are sown there. At evaluation nothing is random.
     """
 
     features: int
@@ -294,6 +329,8 @@ class GatedRNN(nn.Module):
         initial_carry=None,
         seq_lengths: Array | None = None,
         probe: Array | None = None,
+        deterministic: bool = True,
+        masks: dict | None = None,
     ):
         """Runs the sequence.
 
@@ -306,6 +343,10 @@ class GatedRNN(nn.Module):
                 gradient of a loss with respect to it is the loss's gradient with respect to
                 each step's h_t (``gatelab inspect`` plots its norm: how far back the signal
                 reaches).
+            deterministic: evaluation (no dropout, zoneout in expectation); ``False`` trains
+                with masks drawn from the ``"dropout"`` stream (specs with regularisers).
+            masks: training masks to use instead (``regularise.draw(spec, params, key, (b,),
+                t)``); zoneout's in processing order.
 
         Returns:
             ``(carry, outputs)`` with ``outputs`` (b, t, H).
@@ -338,7 +379,24 @@ class GatedRNN(nn.Module):
             mask = (jnp.arange(steps)[:, None] < seq_lengths[None, :])[..., None]
         capture = self.is_mutable_collection("gates")
         captured = None
-        if family.step is not None:
+        if regularise.regularised(spec):
+            if self._fused:
+                raise ValueError(
+                    f"backward='fused' does not take regularisers ({spec!r}); "
+                    "use model.backward=autodiff"
+                )
+            if masks is None and not deterministic and regularise.stochastic(spec):
+                key = self.make_rng("dropout")
+                masks = regularise.draw(spec, params, key, batch, steps)
+            if masks is not None and self.is_mutable_collection("masks"):
+                self.sow("masks", "drawn", masks)
+            out = _regularised(
+                family, spec, params, x, initial_carry, mask, self.unroll, capture, probe, masks
+            )
+            if capture:
+                out, captured = out[:2], out[2]
+            carry, ys = out
+        elif family.step is not None:
             out = _recurrence(
                 family, spec, params, x, initial_carry, mask, self.unroll, capture,
                 self._fused, probe,

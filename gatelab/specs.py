@@ -35,6 +35,7 @@ __all__ = [
     "validate_choice",
     "validate_bool",
     "validate_float",
+    "ordered_fields",
 ]
 
 GateMode: TypeAlias = str
@@ -117,10 +118,16 @@ def validate_float(spec: object, field: str) -> None:
         raise ValueError(f"{type(spec).__name__}.{field}={value!r} must be a finite number")
 
 
+def ordered_fields(spec: object) -> list[dataclasses.Field]:
+    """A spec's fields, the family's own first and the shared keyword-only ones (the
+    regularisers) after."""
+    return sorted(dataclasses.fields(spec), key=lambda f: bool(f.kw_only))  # type: ignore[arg-type]
+
+
 def _one_line(spec: object) -> str:
     """``LSTMSpec(forget='1-input', output='open')``: only the fields that differ from defaults."""
     parts = []
-    for field in dataclasses.fields(spec):  # type: ignore[arg-type]
+    for field in ordered_fields(spec):
         value = getattr(spec, field.name)
         if value != field.default:
             parts.append(f"{field.name}={value!r}")

@@ -30,7 +30,7 @@ import optax
 from tqdm.auto import tqdm
 
 from gatelab import config as config_lib
-from gatelab import gates, locks, models, records, runtime, tasks
+from gatelab import families, gates, locks, models, records, runtime, tasks
 from gatelab.checkpoint import Checkpoints
 from gatelab.config import Config
 
@@ -54,6 +54,9 @@ __all__ = [
 
 Array = jax.Array
 GATE_STATS_EXAMPLES = 256  # validation examples the gate statistics are computed on
+MASK_STREAM = (
+    2  # fold_in(step key, 2): the regularisers' masks (split(step key) gives batch, noise)
+)
 
 
 # ==================================================================================================
@@ -74,6 +77,11 @@ class Program:
     def noisy(self) -> bool:
         """Greff et al.'s Gaussian input noise is on (real inputs only)."""
         return self.config.model.input_noise > 0 and self.task.input_kind == "real"
+
+    @property
+    def stochastic(self) -> bool:
+        """The spec draws training masks (dropout, zoneout, weight drop)."""
+        return families.regularise.stochastic(self.config.spec)
 
     @property
     def param_count(self) -> int:
@@ -163,8 +171,19 @@ def init_state(program: Program, seed: Array, values: dict[str, Array], example:
     )
 
 
-def loss_fn(program: Program, params, batch: dict[str, Array]) -> Array:
-    outputs = program.model.apply({"params": params}, batch["inputs"], batch.get("lengths"))
+def loss_fn(program: Program, params, batch: dict[str, Array], key: Array | None = None):
+    """The training loss; ``key`` draws the regularisers' masks (dropout, zoneout, weight
+    drop), ``None`` for a spec without them."""
+    if key is None:
+        outputs = program.model.apply({"params": params}, batch["inputs"], batch.get("lengths"))
+    else:
+        outputs = program.model.apply(
+            {"params": params},
+            batch["inputs"],
+            batch.get("lengths"),
+            deterministic=False,
+            rngs={"dropout": key},
+        )
     return program.task.loss(outputs, batch)
 
 
@@ -180,7 +199,12 @@ def train_step(program: Program, state: TrainState, step: Array, data: dict[str,
     if program.noisy:  # Greff et al.: Gaussian input noise during training only
         noise = jax.random.normal(noise_key, batch["inputs"].shape, batch["inputs"].dtype)
         batch = {**batch, "inputs": batch["inputs"] + state.values["input_noise"] * noise}
-    loss, grads = jax.value_and_grad(functools.partial(loss_fn, program))(state.params, batch)
+    # The masks' key is folded from the step's, so a resumed run draws the same masks; a spec
+    # without regularisers draws nothing and compiles to the program it always had.
+    mask_key = jax.random.fold_in(key, MASK_STREAM) if program.stochastic else None
+    loss, grads = jax.value_and_grad(functools.partial(loss_fn, program))(
+        state.params, batch, mask_key
+    )
     grad_norm = optax.global_norm(grads)
     clip = state.values["clip"]
     scale = jnp.where(clip > 0, jnp.minimum(1.0, clip / (grad_norm + 1e-12)), 1.0)

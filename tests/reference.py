@@ -412,3 +412,164 @@ REFERENCES = {
     "indrnn": indrnn,
     "indrnn_no_recurrence": indrnn,
 }
+
+
+# --------------------------------------------------------------------------------------------------
+# Regularisers and normalisation (docs/reference.md, "Regularisers and normalisation").
+# --------------------------------------------------------------------------------------------------
+
+
+def layer_norm(s, scale, shift, eps=1e-5):
+    """Ba et al. (2016): ``scale * (s - mean) / sqrt(var + eps) + shift`` over the last axis."""
+    mean = s.mean(-1, keepdims=True)
+    var = ((s - mean) ** 2).mean(-1, keepdims=True)
+    return (s - mean) / np.sqrt(var + eps) * scale + shift
+
+
+def _normed(terms, parts, groups, p, name):
+    """Layer norm of the terms of ``parts`` with statistics over each group of parts."""
+    out = {}
+    for group in groups:
+        group = [g for g in group if g in parts]
+        if not group:
+            continue
+        joint = np.concatenate([terms[g] for g in group], -1)
+        scale = np.concatenate([p[g][f"ln_{name}_scale"] for g in group])
+        shift = np.concatenate([p[g][f"ln_{name}_shift"] for g in group])
+        normed = layer_norm(joint, scale, shift)
+        for k, g in enumerate(group):
+            out[g] = normed[:, k * terms[g].shape[-1] : (k + 1) * terms[g].shape[-1]]
+    return out
+
+
+def _zone(new, old, keep, rate):
+    """Zoneout (Krueger et al. 2016): keep the old value where ``keep`` (training), else in
+    expectation with the rate (evaluation)."""
+    if keep is not None:
+        return np.where(keep, old, new)
+    if rate:
+        return rate * old + (1.0 - rate) * new
+    return new
+
+
+def regularised_lstm(
+    x,
+    params,
+    masks=None,
+    zoneout=(0.0, 0.0),
+    layer_norm_terms=(),
+    stats="joint",
+    gates=("input", "forget", "output"),
+    peepholes=False,
+):
+    """An LSTM with variational dropout, zoneout, weight drop, layer norm and LSTMP's projection.
+
+    ``masks`` (training; ``None`` at evaluation) holds per part ``input`` (b, d) and
+    ``recurrent`` (b, r) inverted masks, per part ``weight`` masks of the recurrent kernels, and
+    keep-old booleans ``zone_cell``, ``zone_hidden`` (t, b, .). ``gates`` lists the learned
+    gates (the others are removed: constant 1). The authors' layer norm::
+
+        a = LN(x W + b) + LN(h U) + b;   c' = f c + i tanh(a_z);   h' = o tanh(LN(c'))
+        LSTMP: h' = (o tanh(c')) W_hr
+    """
+    p = _np(params)
+    masks = masks or {}
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    hidden = p["candidate"]["bias"].shape[0]
+    proj = p.get("projection", {}).get("kernel")
+    c = np.zeros((b, hidden))
+    h = np.zeros((b, hidden if proj is None else proj.shape[1]))
+    parts = [*gates, "candidate"]
+    groups = [parts] if stats == "joint" else [[g] for g in parts]
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        ax, ah = {}, {}
+        for part in parts:
+            q = p[part]
+            xm = xt * np.asarray(masks["input"][part]) if "input" in masks else xt
+            hm = h * np.asarray(masks["recurrent"][part]) if "recurrent" in masks else h
+            u = (
+                q["kernel_h"] * np.asarray(masks["weight"][part])
+                if "weight" in masks
+                else q["kernel_h"]
+            )
+            ax[part] = xm @ q["kernel_x"] + q["bias"]
+            ah[part] = hm @ u
+        if "input" in layer_norm_terms:
+            ax = {k: v + p[k]["bias"] for k, v in _normed(ax, parts, groups, p, "input").items()}
+        if "recurrent" in layer_norm_terms:
+            ah = _normed(ah, parts, groups, p, "recurrent")
+        s = {k: ax[k] + ah[k] for k in parts}
+        peep = lambda g, state: p[g]["peephole"] * state if peepholes else 0.0  # noqa: E731
+        i = sigma(s["input"] + peep("input", c)) if "input" in gates else 1.0
+        f = sigma(s["forget"] + peep("forget", c)) if "forget" in gates else 1.0
+        new_c = f * c + i * np.tanh(s["candidate"])
+        o = sigma(s["output"] + peep("output", new_c)) if "output" in gates else 1.0
+        shown = new_c
+        if "cell" in layer_norm_terms:
+            shown = layer_norm(new_c, p["cell_norm"]["scale"], p["cell_norm"]["shift"])
+        new_h = o * np.tanh(shown)
+        if proj is not None:
+            new_h = new_h @ proj
+        keep_c = masks.get("zone_cell")
+        keep_h = masks.get("zone_hidden")
+        c = _zone(new_c, c, None if keep_c is None else np.asarray(keep_c)[step], zoneout[0])
+        h = _zone(new_h, h, None if keep_h is None else np.asarray(keep_h)[step], zoneout[1])
+        outputs.append(h)
+    return np.stack(outputs, 1), (c, h)
+
+
+def regularised_gru(
+    x, params, masks=None, zoneout=0.0, layer_norm_terms=(), stats="joint", reset_after=True
+):
+    """A GRU (``update`` the fraction written) with variational dropout, zoneout, weight drop and
+    the authors' layer norm (``lngru_layer``: the gates' terms normalised together, the
+    candidate's alone)::
+
+        u, r = sigma(LN(x W + b)[gates] + LN(h U)[gates])
+        h~ = tanh(LN(x W_c + b_c) + r * (LN(h U_c) + b_ch))      reset after
+        h~ = tanh(LN(x W_c + b_c) + LN((r * h) U_c))             reset before
+        h' = (1 - u) h + u h~
+    """
+    p = _np(params)
+    masks = masks or {}
+    x = np.asarray(x, np.float64)
+    b, t, _ = x.shape
+    h = np.zeros((b, p["candidate"]["bias"].shape[0]))
+    parts = ["update", "reset", "candidate"]
+    groups = [["update", "reset"], ["candidate"]] if stats == "joint" else [[g] for g in parts]
+    outputs = []
+    for step in range(t):
+        xt = x[:, step]
+        ax, ah, seen, kernels = {}, {}, {}, {}
+        for part in parts:
+            q = p[part]
+            xm = xt * np.asarray(masks["input"][part]) if "input" in masks else xt
+            seen[part] = h * np.asarray(masks["recurrent"][part]) if "recurrent" in masks else h
+            kernels[part] = q["kernel_h"] * (
+                np.asarray(masks["weight"][part]) if "weight" in masks else 1.0
+            )
+            ax[part] = xm @ q["kernel_x"] + q["bias"]
+            if part != "candidate" or reset_after:
+                ah[part] = seen[part] @ kernels[part]
+        if "input" in layer_norm_terms:
+            ax = _normed(ax, parts, groups, p, "input")
+        if "recurrent" in layer_norm_terms:
+            ah = _normed(ah, list(ah), groups, p, "recurrent")
+        u = sigma(ax["update"] + ah["update"])
+        r = sigma(ax["reset"] + ah["reset"])
+        if reset_after:
+            h_tilde = np.tanh(ax["candidate"] + r * (ah["candidate"] + p["candidate"]["bias_h"]))
+        else:
+            late = (r * seen["candidate"]) @ kernels["candidate"]
+            if "recurrent" in layer_norm_terms:
+                q = p["candidate"]
+                late = layer_norm(late, q["ln_recurrent_scale"], q["ln_recurrent_shift"])
+            h_tilde = np.tanh(ax["candidate"] + late)
+        new_h = (1.0 - u) * h + u * h_tilde
+        keep = masks.get("zone_hidden")
+        h = _zone(new_h, h, None if keep is None else np.asarray(keep)[step], zoneout)
+        outputs.append(h)
+    return np.stack(outputs, 1), h

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 
 import jax.numpy as jnp
 
-from gatelab.families import gru, indrnn, lstm, minimal, rglru, slstm
+from gatelab.families import gru, indrnn, lstm, minimal, regularise, rglru, slstm
 from gatelab.families.base import Family, Parts, default_kernel_init, default_recurrent_init
 from gatelab.families.gru import GRUSpec
 from gatelab.families.indrnn import IndRNNSpec
@@ -43,6 +43,8 @@ __all__ = [
     "family",
     "param_breakdown",
     "param_count",
+    "output_features",
+    "regularise",
 ]
 
 Spec: TypeAlias = SpecBase  # any family's spec
@@ -108,3 +110,8 @@ def constrain(spec: Spec, params: dict) -> dict:
     """The family's projection of one layer's parameters after an update (most have none)."""
     project = family(spec).constrain
     return params if project is None else project(spec, params)
+
+
+def output_features(spec: Spec, features: int) -> int:
+    """The width of a layer's output and recurrent state: LSTMP's projection ``P``, else ``H``."""
+    return getattr(spec, "projection", 0) or features

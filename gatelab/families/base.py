@@ -76,6 +76,12 @@ class Fused:
         read: carry -> the recurrent matmul's input (b, r); a pure function of the carry (by
             default the carry itself, where it is ``h`` alone).
         consts: arrays the step needs at every time step (peepholes, a kernel applied late).
+        size: ``H``, the width of one block.
+        blocks: the parts whose input kernels ``wx``'s column blocks are, in order (the
+            regularisers' per-part masks and layer norm groups read it).
+        recurrent_blocks: the parts whose recurrent kernels ``w``'s column blocks are.
+        norms: layer normalisation's fused gains and shifts: ``input_scale``, ``input_shift``,
+            ``recurrent_scale``, ``recurrent_shift`` (k*H,) where the spec normalises the term.
     """
 
     wx: Array
@@ -84,6 +90,10 @@ class Fused:
     w: Array | None = None
     read: Callable[[Any], Array] = _the_carry
     consts: dict[str, Array] = dataclasses.field(default_factory=dict)
+    size: int = 0
+    blocks: tuple[str, ...] = ()
+    recurrent_blocks: tuple[str, ...] = ()
+    norms: dict[str, Array] = dataclasses.field(default_factory=dict)
 
 
 def _nothing(carry) -> dict[str, Array]:
@@ -126,6 +136,13 @@ class Family:
             optimisation step (IndRNN's bound on its recurrent weights); ``None``: none.
         fused_backward: whether ``GatedRNN(backward="fused")`` can take the family (its
             hand-written backward needs one dense recurrent kernel).
+        zoneout: ``(spec, new_carry, old_carry, keep) -> carry``: zoneout of the carry's states,
+            ``keep = {"cell": ..., "hidden": ...}`` masks or rates (``regularise.mix``); families
+            without regulariser fields have none.
+        joint_candidate: whether ``layer_norm_stats="joint"`` normalises the candidate's block
+            with the gates' (LSTM) or alone (GRU).
+        norm_rebias: whether the normalised input term gets its bias again (the LSTM's authors'
+            form, ``LN(W x + b) + LN(U h) + b``).
     """
 
     spec: type[SpecBase]
@@ -141,6 +158,9 @@ class Family:
     check: Callable[..., None] | None = None
     constrain: Callable[..., Params] | None = None
     fused_backward: bool = True
+    zoneout: Callable[..., Any] | None = None
+    joint_candidate: bool = True
+    norm_rebias: bool = False
 
     def __post_init__(self):
         if (self.step is None) == (self.coefficients is None):
@@ -254,6 +274,7 @@ class _Part(nn.Module):
     recurrent_shape: tuple[int, ...] | None = None
     peephole: bool = False
     recurrent_bias: bool = False
+    norm: tuple[str, ...] = ()
     bias_init: Initializer = nn.initializers.zeros_init()
     kernel_init: Initializer = default_kernel_init
     recurrent_kernel_init: Initializer = default_recurrent_init
@@ -279,7 +300,31 @@ class _Part(nn.Module):
             params["bias_h"] = self.param(
                 "bias_h", nn.initializers.zeros_init(), (h,), self.param_dtype
             )
+        for term, present in (("input", self.input), ("recurrent", self.recurrent)):
+            if term in self.norm and present:
+                ones, zeros = nn.initializers.ones_init(), nn.initializers.zeros_init()
+                params[f"ln_{term}_scale"] = self.param(
+                    f"ln_{term}_scale", ones, (h,), self.param_dtype
+                )
+                params[f"ln_{term}_shift"] = self.param(
+                    f"ln_{term}_shift", zeros, (h,), self.param_dtype
+                )
         return params
+
+
+class _Norm(nn.Module):
+    """Layer normalisation's ``scale`` (ones) and ``shift`` (zeros), (H,), of one term."""
+
+    features: int
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self) -> dict[str, Array]:
+        shape = (self.features,)
+        return {
+            "scale": self.param("scale", nn.initializers.ones_init(), shape, self.param_dtype),
+            "shift": self.param("shift", nn.initializers.zeros_init(), shape, self.param_dtype),
+        }
 
 
 class _Vector(nn.Module):
@@ -296,15 +341,15 @@ class _Vector(nn.Module):
 
 
 class _Matrix(nn.Module):
-    """One ``kernel`` of (size, size) under its own name (FGR's gate recurrence)."""
+    """One ``kernel`` under its own name (FGR's gate recurrence, LSTMP's projection)."""
 
-    size: int
+    shape: tuple[int, ...]
     kernel_init: Initializer
     param_dtype: Any
 
     @nn.compact
     def __call__(self) -> Array:
-        return self.param("kernel", self.kernel_init, (self.size, self.size), self.param_dtype)
+        return self.param("kernel", self.kernel_init, self.shape, self.param_dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +389,11 @@ class Parts:
         """A (H,) ``part/name``, initialised by ``init``."""
         return _Vector(name, self.features, init, self.param_dtype, parent=self.module, name=part)()
 
-    def matrix(self, name: str, size: int) -> Array:
-        """A (size, size) ``name/kernel``, initialised like the input kernels."""
-        return _Matrix(size, self.kernel_init, self.param_dtype, parent=self.module, name=name)()
+    def matrix(self, name: str, size: int, columns: int | None = None) -> Array:
+        """A (size, columns or size) ``name/kernel``, initialised like the input kernels."""
+        shape = (size, size if columns is None else columns)
+        return _Matrix(shape, self.kernel_init, self.param_dtype, parent=self.module, name=name)()
+
+    def norm(self, name: str) -> dict[str, Array]:
+        """Layer normalisation's ``name/scale`` and ``name/shift`` (H,)."""
+        return _Norm(self.features, self.param_dtype, parent=self.module, name=name)()

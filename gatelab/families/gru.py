@@ -23,10 +23,10 @@ from gatelab.families.base import (
     live,
     split_blocks,
 )
+from gatelab.families.regularise import Regularised, layer_norm, mix
 from gatelab.specs import (
     ACTIVATIONS,
     GateMode,
-    SpecBase,
     validate_bool,
     validate_choice,
     validate_float,
@@ -39,7 +39,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class GRUSpec(SpecBase):
+class GRUSpec(Regularised):
     """A GRU cell (Cho et al. 2014) in the convention where ``update`` is the fraction written.
 
     Equations (docs/reference.md, section 4; Chung et al.'s interpolation)::
@@ -74,6 +74,18 @@ class GRUSpec(SpecBase):
             ``"tanh"`` (above; a learned update gate only).
         reset_input: what the reset gate sees of ``x``: ``"linear"`` or ``"identity"``.
         candidate_input: what the candidate sees of ``x``: ``"linear"`` or ``"tanh"``.
+
+    The regularisers are keyword fields shared with ``LSTMSpec`` (``regularise.Regularised``);
+    the GRU has no cell state (``zoneout_cell`` and ``layer_norm="cell"`` are refused) and no
+    projection. With layer norm, the authors' form (Ba et al. 2016, ``lngru_layer``): the gates'
+    input and recurrent terms normalised together, the candidate's alone::
+
+        (u, r) = sigma(LN(W x_t + b)[gates] + LN(U h_{t-1})[gates])
+        h~_t = g(LN(W_c x_t + b_c) + r_t * (LN(U_c h_{t-1}) + b_ch))     reset_after=True
+        h~_t = g(LN(W_c x_t + b_c) + LN(U_c (r_t * h_{t-1})))            reset_after=False
+
+    Variational dropout masks ``h`` where it enters each matmul (also inside ``U_c (r * h)``);
+    the interpolation uses the unmasked ``h_{t-1}``.
     """
 
     update: GateMode = "learned"
@@ -99,6 +111,19 @@ class GRUSpec(SpecBase):
         validate_choice(self, "update_recurrence", ("linear", "none", "tanh"))
         validate_choice(self, "reset_input", ("linear", "identity"))
         validate_choice(self, "candidate_input", ("linear", "tanh"))
+        self._validate_regularisers("gru")
+        direct = [
+            f"{field}={getattr(self, field)!r}"
+            for field in ("reset_input", "candidate_input", "update_recurrence")
+            if getattr(self, field) in ("identity", "tanh")
+        ]
+        if direct and (self.dropout_input or self.dropout_recurrent or self.layer_norm):
+            raise ValueError(
+                f"GRUSpec with {', '.join(direct)}: a part that takes x or tanh(h) without a "
+                "fused kernel has no place for dropout or layer norm here; allowed with "
+                "dropout_input, dropout_recurrent or layer_norm: reset_input='linear', "
+                "candidate_input='linear', update_recurrence='linear' or 'none'"
+            )
         for field, gate in (("update_recurrence", "update"), ("reset_input", "reset")):
             if getattr(self, field) != "linear" and getattr(self, gate) != "learned":
                 raise ValueError(
@@ -148,6 +173,7 @@ def declare(spec: GRUSpec, parts: Parts) -> dict:
             bias_init=constant_init(biases[g]),
             input=_has_input(spec, g),
             recurrent=not (g == "update" and spec.update_recurrence == "none"),
+            norm=spec.layer_norm,
         )
         for g in spec.learned_gates
     }
@@ -155,19 +181,21 @@ def declare(spec: GRUSpec, parts: Parts) -> dict:
         "candidate",
         recurrent_bias=spec.recurrent_candidate_bias,
         input=_has_input(spec, "candidate"),
+        norm=spec.layer_norm,
     )
     return params
 
 
 def breakdown(spec: GRUSpec, input_size: int, features: int) -> dict[str, int]:
     """``D*H + H*H + H`` per learned gate and for the candidate, less the kernels a mutation
-    leaves out, ``+ H`` for ``bias_h``."""
+    leaves out, ``+ H`` for ``bias_h``, ``+ 2H`` per kernel whose term is normalised."""
     d, h = input_size, features
+    ln_x, ln_h = ("input" in spec.layer_norm), ("recurrent" in spec.layer_norm)
     parts = {}
     for part in [*spec.learned_gates, "candidate"]:
-        count = h + (d * h if _has_input(spec, part) else 0)
+        count = h + ((d * h + 2 * h * ln_x) if _has_input(spec, part) else 0)
         if not (part == "update" and spec.update_recurrence == "none"):
-            count += h * h
+            count += h * h + 2 * h * ln_h
         parts[part] = count
     parts["candidate"] += h if spec.recurrent_candidate_bias else 0
     return parts
@@ -200,6 +228,9 @@ def _consts(spec: GRUSpec, params: dict) -> dict[str, Array]:
     for part in [*spec.learned_gates, "candidate"]:
         if not _has_input(spec, part):
             consts[f"bias_{part}"] = params[part]["bias"]
+    if not spec.reset_after and "recurrent" in spec.layer_norm:  # LN(U_c (r * h)) in the step
+        consts["ln_candidate_scale"] = params["candidate"]["ln_recurrent_scale"]
+        consts["ln_candidate_shift"] = params["candidate"]["ln_recurrent_shift"]
     return consts
 
 
@@ -256,7 +287,15 @@ def fused(spec: GRUSpec, params: dict) -> Fused:
         return pre
 
     consts = {k: v[None, :] if v.ndim == 1 else v for k, v in _consts(spec, params).items()}
-    return Fused(wx, bias, split, w, consts=consts)
+    norms = {}
+    for term, names in (("input", blocks), ("recurrent", recurrent)):
+        if term in spec.layer_norm and names:
+            for name in ("scale", "shift"):
+                norms[f"{term}_{name}"] = fuse(params, names, f"ln_{term}_{name}")[None, :]
+    return Fused(
+        wx, bias, split, w, consts=consts, size=size, blocks=tuple(blocks),
+        recurrent_blocks=tuple(recurrent), norms=norms,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,7 +324,11 @@ def step(spec: GRUSpec, pre: dict, h: Array, consts: dict, probe: Array | None =
             recurrent = recurrent + consts["bias_h"]
         s = pre["candidate"] + gated(r, recurrent)
     else:
-        s = pre["candidate"] + gated(r, h) @ consts["kernel_c"]
+        seen = h * consts["dropout_h_candidate"] if "dropout_h_candidate" in consts else h
+        late = gated(r, seen) @ consts["kernel_c"]
+        if "ln_candidate_scale" in consts:
+            late = layer_norm(late, consts["ln_candidate_scale"], consts["ln_candidate_shift"])
+        s = pre["candidate"] + late
     h_tilde = activation(spec.candidate_activation)(s)
     new_h = h_tilde if u is None else (1.0 - u) * h + u * h_tilde
     if probe is not None:
@@ -301,4 +344,6 @@ FAMILY = Family(
     fused=fused,
     step=step,
     check=_check,
+    zoneout=lambda spec, new, old, keep: mix(new, old, keep["hidden"]),
+    joint_candidate=False,
 )

@@ -25,10 +25,10 @@ from gatelab.families.base import (
     live,
     split_blocks,
 )
+from gatelab.families.regularise import Regularised, layer_norm, mix
 from gatelab.specs import (
     ACTIVATIONS,
     GateMode,
-    SpecBase,
     parse_mode,
     validate_bool,
     validate_choice,
@@ -42,7 +42,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
-class LSTMSpec(SpecBase):
+class LSTMSpec(Regularised):
     """An LSTM cell: Greff et al. (2017), with every part ablatable (docs/reference.md, section 2).
 
     Equations (``sigma`` the logistic sigmoid; ``[...]`` present only where switched on)::
@@ -52,7 +52,7 @@ class LSTMSpec(SpecBase):
         f_t = gate(forget): sigma(W_f x_t + U_f h_{t-1} [+ p_f * c_{t-1}] [+ R_f a_{t-1}] + b_f)
         c_t = f_t * c_{t-1} + i_t * z_t
         o_t = gate(output): sigma(W_o x_t + U_o h_{t-1} [+ p_o * c_t] [+ R_o a_{t-1}] + b_o)
-        h_t = o_t * act(c_t)
+        h_t = o_t * act(c_t)                        [LSTMP: h_t = W_hr (o_t * act(c_t)), size P]
 
     where ``a_{t-1}`` concatenates the previous step's activations of the learned gates (FGR), and
     ``gate(.)`` is replaced by 1 (``"open"``), ``1 - sigma(s_src - tie_shift)`` (``"1-src"``) or
@@ -75,6 +75,16 @@ class LSTMSpec(SpecBase):
             ``b_f ~ log U[1, T_max - 1]`` and ``b_i = -b_f``; with ``forget="1-input"`` it sets
             the input bias to ``-log U[1, T_max - 1]``.
         tie_shift: ``beta`` of a complement tie, ``1 - sigma(s - beta)``; JANET uses 1.
+
+    The regularisers (``dropout_input``, ``dropout_recurrent``, ``dropout_tied``,
+    ``zoneout_cell``, ``zoneout_hidden``, ``weight_drop``, ``layer_norm``, ``layer_norm_stats``)
+    and the recurrent projection (``projection``) are keyword fields shared with ``GRUSpec``
+    (``regularise.Regularised``). With layer norm, the authors' form (Ba et al. 2016)::
+
+        (i, f, o, z) = split(LN(W x_t + b) + LN(U h_{t-1}) + b),   h_t = o_t * act(LN(c_t))
+
+    with statistics over the four blocks together (``layer_norm_stats="gate"``: each alone);
+    the carry holds the unnormalised ``c_t``.
     """
 
     forget: GateMode = "learned"
@@ -98,6 +108,13 @@ class LSTMSpec(SpecBase):
         validate_bool(self, "gate_recurrence")
         validate_float(self, "forget_bias")
         validate_float(self, "tie_shift")
+        self._validate_regularisers("lstm")
+        if self.dropout_recurrent and self.gate_recurrence:
+            raise ValueError(
+                f"LSTMSpec.dropout_recurrent={self.dropout_recurrent!r} with gate_recurrence=True: "
+                "the recurrent input then also holds the previous gate activations, which "
+                "variational dropout does not define; allowed: dropout_recurrent=0 with FGR"
+            )
         if self.peepholes:
             # The output gate's peephole sees c_t, which needs i_t and f_t first.
             for gate in ("input", "forget"):
@@ -123,6 +140,14 @@ class LSTMSpec(SpecBase):
                 )
 
 
+def _check(spec: LSTMSpec, input_size: int, features: int) -> None:
+    if spec.projection and spec.projection >= features:
+        raise ValueError(
+            f"LSTMSpec.projection={spec.projection} must be smaller than the hidden size "
+            f"{features} (LSTMP projects h to P < H; 0: no projection)"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Parameters.
 # --------------------------------------------------------------------------------------------------
@@ -130,16 +155,21 @@ class LSTMSpec(SpecBase):
 
 def declare(spec: LSTMSpec, parts: Parts) -> dict:
     """Every learned gate and the candidate: ``kernel_x, kernel_h, bias`` (``peephole`` with
-    peepholes); FGR: ``gate_recurrence/kernel`` (G*H, G*H). The forget bias (or chrono) is the
-    forget gate's initial bias, or the input gate's negated one with ``forget="1-input"``."""
+    peepholes, layer norm's ``ln_*`` with ``layer_norm``); FGR: ``gate_recurrence/kernel``
+    (G*H, G*H); ``cell_norm/{scale, shift}`` with ``"cell"`` in ``layer_norm``; LSTMP:
+    ``projection/kernel`` (H, P) and every ``kernel_h`` (P, H). The forget bias (or chrono) is
+    the forget gate's initial bias, or the input gate's negated one with ``forget="1-input"``."""
     learned = spec.learned_gates
     params = {}
+    options = {"norm": spec.layer_norm}
+    if spec.projection:
+        options["recurrent_shape"] = (spec.projection, parts.features)
     # Forget first: with chrono, the input bias is its negation (one random draw).
     if "forget" in learned:
         init = constant_init(spec.forget_bias)
         if spec.chrono_tmax:
             init = chrono_init(spec.chrono_tmax, 1.0)
-        params["forget"] = parts.part("forget", peephole=spec.peepholes, bias_init=init)
+        params["forget"] = parts.part("forget", peephole=spec.peepholes, bias_init=init, **options)
     if "input" in learned:
         if spec.forget == "1-input":
             # f = 1 - sigma(b_i - beta) = sigma(beta - b_i) starts at sigma(forget_bias), or at
@@ -156,35 +186,50 @@ def declare(spec: LSTMSpec, parts: Parts) -> dict:
             init = constant_init(-params["forget"]["bias"])
         else:
             init = constant_init(0.0)
-        params["input"] = parts.part("input", peephole=spec.peepholes, bias_init=init)
+        params["input"] = parts.part("input", peephole=spec.peepholes, bias_init=init, **options)
     if "output" in learned:
-        params["output"] = parts.part("output", peephole=spec.peepholes)
-    params["candidate"] = parts.part("candidate")
+        params["output"] = parts.part("output", peephole=spec.peepholes, **options)
+    params["candidate"] = parts.part("candidate", **options)
     if spec.gate_recurrence and learned:
         size = len(learned) * parts.features
         params["gate_recurrence"] = {"kernel": parts.matrix("gate_recurrence", size)}
+    if "cell" in spec.layer_norm:
+        params["cell_norm"] = parts.norm("cell_norm")
+    if spec.projection:
+        kernel = parts.matrix("projection", parts.features, spec.projection)
+        params["projection"] = {"kernel": kernel}
     # Canonical order for readers of the tree: input, forget, output, candidate.
-    order = [*spec.gates, "candidate", "gate_recurrence"]
+    order = [*spec.gates, "candidate", "gate_recurrence", "cell_norm", "projection"]
     return {k: params[k] for k in order if k in params}
 
 
 def breakdown(spec: LSTMSpec, input_size: int, features: int) -> dict[str, int]:
-    """Every learned gate and the candidate own ``D*H + H*H + H``, a learned gate ``+ H`` with
-    peepholes; FGR adds ``(G*H)**2`` for the ``G`` learned gates."""
+    """Every learned gate and the candidate own ``D*H + R*H + H`` (``R`` the recurrent input's
+    width: ``H``, or ``P`` with a projection), a learned gate ``+ H`` with peepholes, ``+ 2H``
+    per normalised term; FGR adds ``(G*H)**2`` for the ``G`` learned gates, cell norm ``2H``,
+    the projection ``H*P``."""
     d, h = input_size, features
-    block = d * h + h * h + h
+    r = spec.projection or h
+    norms = 2 * h * sum(term in spec.layer_norm for term in ("input", "recurrent"))
+    block = d * h + r * h + h + norms
     parts = {gate: block + (h if spec.peepholes else 0) for gate in spec.learned_gates}
     parts["candidate"] = block
     if spec.gate_recurrence and spec.learned_gates:
         parts["gate_recurrence"] = (len(spec.learned_gates) * h) ** 2
+    if "cell" in spec.layer_norm:
+        parts["cell_norm"] = 2 * h
+    if spec.projection:
+        parts["projection"] = h * spec.projection
     return parts
 
 
 def zero_carry(spec: LSTMSpec, batch: tuple[int, ...], features: int, dtype):
-    zeros = jnp.zeros((*batch, features), dtype)
+    """``(c, h)`` zeros, ``h`` of the projection's width with LSTMP; FGR adds ``a``."""
+    c = jnp.zeros((*batch, features), dtype)
+    h = jnp.zeros((*batch, spec.projection), dtype) if spec.projection else c
     if spec.gate_recurrence:
-        return zeros, zeros, jnp.zeros((*batch, len(spec.learned_gates) * features), dtype)
-    return zeros, zeros
+        return c, h, jnp.zeros((*batch, len(spec.learned_gates) * features), dtype)
+    return c, h
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,11 +241,22 @@ def _peepholes(spec: LSTMSpec, params: dict) -> dict[str, Array]:
     return {g: params[g]["peephole"] for g in spec.learned_gates if spec.peepholes}
 
 
+def _late(spec: LSTMSpec, params: dict) -> dict[str, Array]:
+    """What the step applies after the cell: layer norm of ``c``, the projection."""
+    consts = {}
+    if "cell_norm" in params:
+        consts["cell_norm_scale"] = params["cell_norm"]["scale"]
+        consts["cell_norm_shift"] = params["cell_norm"]["shift"]
+    if spec.projection:
+        consts["projection"] = params["projection"]["kernel"]
+    return consts
+
+
 def inputs(spec: LSTMSpec, params: dict, x: Array, carry) -> tuple[dict, dict]:
     """``s_k = x W_k + h U_k + b_k [+ a R_k]`` for every learned gate and the candidate."""
     h = carry[1]
     learned = spec.learned_gates
-    size = h.shape[-1]
+    size = params["candidate"]["bias"].shape[-1]
     pre = {}
     for part in [*learned, "candidate"]:
         p = params[part]
@@ -209,7 +265,7 @@ def inputs(spec: LSTMSpec, params: dict, x: Array, carry) -> tuple[dict, dict]:
             k = learned.index(part)
             s = s + carry[2] @ params["gate_recurrence"]["kernel"][:, k * size : (k + 1) * size]
         pre[part] = s
-    return pre, _peepholes(spec, params)
+    return pre, {**_peepholes(spec, params), **_late(spec, params)}
 
 
 def fused(spec: LSTMSpec, params: dict) -> Fused:
@@ -232,7 +288,15 @@ def fused(spec: LSTMSpec, params: dict) -> Fused:
         return split_blocks(proj + rec, blocks, size)
 
     consts = {g: p[None, :] for g, p in _peepholes(spec, params).items()}  # (1, H) each
-    return Fused(wx, bias, split, w, read, consts)
+    late = {k: v[None, :] if v.ndim == 1 else v for k, v in _late(spec, params).items()}
+    norms = {
+        f"{term}_{name}": fuse(params, blocks, f"ln_{term}_{name}")[None, :]
+        for term in ("input", "recurrent")
+        if term in spec.layer_norm
+        for name in ("scale", "shift")
+    }
+    blocks = tuple(blocks)
+    return Fused(wx, bias, split, w, read, {**consts, **late}, size, blocks, blocks, norms)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,8 +306,12 @@ def fused(spec: LSTMSpec, params: dict) -> Fused:
 
 def step(spec: LSTMSpec, pre: dict, carry, peepholes: dict, probe: Array | None = None):
     """One step from the pre-activations ``pre`` (the learned gates' and the candidate's, without
-    peepholes); ``peepholes`` maps gates to their ``p`` (the step adds ``p * c``)."""
+    peepholes); ``peepholes`` maps gates to their ``p`` (the step adds ``p * c``), and holds the
+    cell norm's ``cell_norm_scale``, ``cell_norm_shift`` and LSTMP's ``projection`` where on."""
     c = carry[0]
+    names = ("cell_norm_scale", "cell_norm_shift", "projection")
+    after = {k: peepholes[k] for k in names if k in peepholes}
+    peepholes = {k: v for k, v in peepholes.items() if k not in after}
     learned = spec.learned_gates
     # Input and forget gates see c_{t-1}; with peepholes the output gate waits for c_t.
     late = ("output",) if spec.peepholes else ()
@@ -259,7 +327,12 @@ def step(spec: LSTMSpec, pre: dict, carry, peepholes: dict, probe: Array | None 
     if "output" in peepholes:
         gates["output"] = gates["output"] + peepholes["output"] * new_c
     o = gate_value(spec, "output", gates)
-    new_h = gated(o, activation(spec.cell_activation)(new_c))
+    shown = new_c
+    if "cell_norm_scale" in after:
+        shown = layer_norm(new_c, after["cell_norm_scale"], after["cell_norm_shift"])
+    new_h = gated(o, activation(spec.cell_activation)(shown))
+    if "projection" in after:
+        new_h = new_h @ after["projection"]
     if probe is not None:
         new_h = new_h + probe
     new_carry = (new_c, new_h)
@@ -267,6 +340,11 @@ def step(spec: LSTMSpec, pre: dict, carry, peepholes: dict, probe: Array | None 
         values = [jax.nn.sigmoid(gates[g]) for g in learned]
         new_carry += (jnp.concatenate(values, -1) if values else carry[2],)
     return new_carry, new_h, live({"input": i, "forget": f, "output": o})
+
+
+def zoneout(spec: LSTMSpec, new, old, keep: dict):
+    """Zoneout of ``c`` and ``h`` (``regularise.mix``); FGR's ``a`` is not zoned."""
+    return (mix(new[0], old[0], keep["cell"]), mix(new[1], old[1], keep["hidden"]), *new[2:])
 
 
 FAMILY = Family(
@@ -279,4 +357,8 @@ FAMILY = Family(
     fused=fused,
     step=step,
     observe=lambda carry: {"cell": carry[0]},
+    check=_check,
+    zoneout=zoneout,
+    joint_candidate=True,
+    norm_rebias=True,
 )
