@@ -17,9 +17,15 @@ docs/reference.md 6.4):
   with the layer norm above: is the forget gate still needed when zoneout keeps the cell? does
   layer norm of ``c`` stand in for the output gate?
 
-That is 11 cells. Time here (2-core CPU, 2 workers), measured: ``small`` (64 units, 1,500 steps,
-3 seeds: 33 runs) about SMALL_MINUTES minutes; the full study (``configs/chorales.py``: 100 units,
-3,000 steps, 3 seeds: 33 runs) about FULL_MINUTES minutes.
+That is 11 cells, 11 compiled programs. Time here (2-core CPU, 2 workers): ``small`` (64 units,
+1,500 steps, 3 seeds: 33 runs) measured 13.5 minutes (the regularised groups train at 9-16
+steps/s against the plain LSTM's 16); the full study (``configs/chorales.py``: 100 units, 3,000
+steps, 3 seeds: 33 runs) is estimated from it at 40-50 minutes, not yet measured.
+
+What ``small`` found (test NLL, nats per frame, lstm 9.38 +- 0.06): layer norm helps every cell
+it was added to (lstm 8.96, NFG 8.91, NOG 8.89; Holm p = 0.03 against lstm), so with layer norm
+neither the forget nor the output gate was needed here; zoneout and variational dropout did not
+help at this budget, and every cell was still improving at 1,500 steps.
 """
 
 from pathlib import Path

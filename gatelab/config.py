@@ -401,6 +401,22 @@ def _check_types(config: Config) -> None:
                 raise ConfigError(f"{name}={value!r} must be a {hint.__name__}")
 
 
+def _check_regularisers(config: Config) -> None:
+    """What the regulariser fields need of the model, before anything is built or written."""
+    spec = config.spec
+    projection = getattr(spec, "projection", 0)
+    if projection and not config.model.match_params and projection >= config.model.hidden:
+        raise ConfigError(
+            f"model.spec.projection={projection} must be smaller than model.hidden="
+            f"{config.model.hidden} (LSTMP projects h to P < H; 0: no projection)"
+        )
+    if config.model.backward == "fused" and families.regularise.regularised(spec):
+        raise ConfigError(
+            "model.backward=fused does not take regularisers (model.spec's dropout, zoneout, "
+            "weight_drop, layer_norm); allowed: model.backward=autodiff"
+        )
+
+
 def validate(config: Config) -> None:
     """Raises ``ConfigError`` for anything invalid, naming the key and what is allowed."""
     _check_types(config)
@@ -428,6 +444,7 @@ def validate(config: Config) -> None:
         config.spec  # noqa: B018  (validates the overridden spec)
     except ValueError as error:
         raise ConfigError(f"model.spec: {error}") from None
+    _check_regularisers(config)
     if config.model.match_params:
         try:
             variants.lookup(config.model.match_params)

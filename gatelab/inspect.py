@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from gatelab import gates, records, restore, tasks
+from gatelab import families, gates, records, restore, tasks
 from gatelab.report import figures as figure_style
 
 __all__ = ["inspect_run", "inspect_compare", "capture", "capturer", "gradient_flow"]
@@ -77,9 +77,8 @@ def gradient_flow(run: restore.RestoredRun, batch: dict[str, jax.Array]) -> dict
     """
     names = [name for name in run.best_params if name.startswith("layer")]
     steps = batch["inputs"].shape[1]
-    probes = {
-        name: jnp.zeros((batch["inputs"].shape[0], steps, run.model.hidden)) for name in names
-    }
+    width = families.output_features(run.model.spec, run.model.hidden)  # P with LSTMP
+    probes = {name: jnp.zeros((batch["inputs"].shape[0], steps, width)) for name in names}
 
     def loss(probes):
         outputs = run.model.apply(

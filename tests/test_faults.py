@@ -343,6 +343,17 @@ def test_fuzzed_overrides(tmp_path, capsys, no_training, overrides):
         assert not workdir.exists()
 
 
+REGULARISERS = {
+    "dropout_input": [0.0, 0.5, 1.0, -0.1, float("nan"), "x"],
+    "dropout_recurrent": [0.2, 0.99, 1.5],
+    "dropout_tied": [True, False, 1],
+    "zoneout_cell": [0.0, 0.3, 1.0],
+    "zoneout_hidden": [0.1, -1],
+    "weight_drop": [0.5, True],
+    "layer_norm": [(), ("input",), ("input", "recurrent", "cell"), ("cell", "cell"), ("x",)],
+    "layer_norm_stats": ["joint", "gate", "unit"],
+    "projection": [0, 2, -1, 2.5],
+}
 SPECS = {
     gl.LSTMSpec: {
         "forget": ["learned", "open", "1-input", "input", "output", "closed", 3],
@@ -351,6 +362,8 @@ SPECS = {
         "peepholes": [True, False, 1, "yes"],
         "chrono_tmax": [None, 100.0, 1.0, -5.0, float("nan")],
         "forget_bias": [1.0, float("inf"), "1"],
+        "gate_recurrence": [False, True],
+        **REGULARISERS,
     },
     gl.GRUSpec: {
         "update": ["learned", "open", "1-reset", "reset"],
@@ -358,6 +371,7 @@ SPECS = {
         "update_recurrence": ["linear", "none", "tanh", "cubic"],
         "reset_input": ["linear", "identity", "x"],
         "candidate_input": ["linear", "tanh", None],
+        **REGULARISERS,
     },
     gl.SLSTMSpec: {
         "input": ["exponential", "sigmoid", "open", "learned"],

@@ -22,7 +22,7 @@ import pytest
 from reference import regularised_gru, regularised_lstm
 
 import gatelab as gl
-from gatelab import records
+from gatelab import cli, records
 from gatelab.families import GRUSpec, LSTMSpec, MinSpec, param_count, regularise
 from gatelab.runtime import CHEAP_COMPILE
 
@@ -455,3 +455,27 @@ def test_a_run_with_dropout_resumes_after_sigkill_bit_for_bit(tmp_path):
     # seeds differ from each other.
     losses = [r["train/loss"] for r in _rows(whole / "seed_0") if "train/loss" in r]
     assert losses != [r["train/loss"] for r in _rows(whole / "seed_1") if "train/loss" in r]
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["model.spec.zoneout_cell=1.5"], ["zoneout_cell", "[0, 1)"]),
+        (["model.variant=mingru", "model.spec.zoneout_cell=0.1"], ["zoneout_cell", "MinSpec"]),
+        (["model.variant=gru", "model.spec.projection=8"], ["projection", "allowed: 0"]),
+        (["model.spec.projection=32"], ["model.spec.projection=32", "model.hidden=32"]),
+        (["model.spec.weight_drop=0.2", "model.backward=fused"], ["model.backward", "autodiff"]),
+        (["model.spec.layer_norm=input,recurent"], ["layer_norm", "'recurrent'"]),
+        (["model.spec.zonout_hidden=0.1"], ["did you mean model.spec.zoneout_hidden"]),
+    ],
+)
+def test_bad_values_are_exit_2_naming_the_field_and_write_nothing(
+    tmp_path, capsys, overrides, words
+):
+    workdir = tmp_path / "never"
+    command = ["train", str(ROOT / "configs/adding.py:quick"), "--workdir", str(workdir)]
+    assert cli.main(command + [f"--set={o}" for o in overrides]) == 2
+    error = capsys.readouterr().err
+    for word in words:
+        assert word in error, error
+    assert not workdir.exists()
