@@ -178,8 +178,11 @@ def main(argv: list[str] | None = None) -> int:
                 env={"XLA_FLAGS": flags},
                 timeout_s=600,
             )
-            error = child.error()
-            if error:
+            error = child.error(lines=200)
+            if error:  # the line that says why (XLA's own fatal line, else the last one)
+                lines = [x for x in error.splitlines() if x.strip() and not x.startswith("    @")]
+                fatal = [x for x in lines if x.startswith("F") or "Error" in x]
+                error = (fatal or lines or ["failed"])[-1][:300].replace("|", "/")
                 rows.append({"mode": mode, "kind": kind, "hidden": hidden, "error": error})
             else:
                 rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
