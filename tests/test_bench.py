@@ -38,7 +38,7 @@ def test_quick_benchmark_writes_every_section_below_the_peak(tmp_path):
     assert 1 < peak < 1e5  # GFLOP/s of a CPU
     sections = results["sections"]
     throughput, design, allocator = (sections[s] for s in ("throughput", "design", "allocator"))
-    assert set(design) == {"projection", "gates", "unroll", "runs"}
+    assert set(design) == {"projection", "gates", "unroll", "runs", "regularisers"}
     rows = throughput + [row for lever in design.values() for row in lever]
     rows += [row for child in allocator + sections["memory"] for row in child["rows"]]
     assert {r["name"] for r in throughput} >= {"lstm", "lstm:fused", "torch-lstm", "flax-lstm"}

@@ -29,9 +29,11 @@ Sections (``--sections``, comma-separated; all by default):
     The levers side by side, each table interleaved: the input projection inside the scan or
     hoisted (a plain LSTM); one matmul for all gates (``GatedRNN``) or one per gate
     (``nn.RNN(GatedCell)``); ``unroll`` 1, 2, 4; a group of 8 runs as ``jax.vmap``, ``jax.lax.map``
-    or 8 calls (hidden 32 and 128); the backward pass (from the throughput rows); and the
-    allocator, glibc's default or ``gatelab.runtime.tune_allocator``, in child processes
-    (``GATELAB_MALLOC=system`` or not, alternating) that each time ``lstm`` and ``torch-lstm``.
+    or 8 calls (hidden 32 and 128); ``lstm`` with each regulariser (dropout untied and tied,
+    zoneout, weight drop, layer norm) against none (hidden 32 and 128); the backward pass (from
+    the throughput rows); and the allocator, glibc's default or
+    ``gatelab.runtime.tune_allocator``, in child processes (``GATELAB_MALLOC=system`` or not,
+    alternating) that each time ``lstm`` and ``torch-lstm``.
 ``grid``
     lstm and Greff et al.'s 8 variants x 5 seeds on MNIST-1D (``grid_config.py``) through
     ``gatelab sweep --workers 2``, a loop of ``gatelab train`` processes, PyTorch one run after
@@ -168,6 +170,7 @@ def section_design(plan: Plan) -> dict[str, list[dict[str, Any]]]:
         "gates": (plan.hidden, contenders.gates),
         "unroll": (small, contenders.unroll),
         "runs": (small, contenders.runs),
+        "regularisers": (small, contenders.regularisers),
     }
     return {
         lever: [row for hidden in sizes for row in _timed(plan, hidden, f"design {lever}", build)]

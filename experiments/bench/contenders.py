@@ -221,6 +221,47 @@ def unroll(shape: Shape) -> list[Contender]:
     return [_gatelab(f"unroll {u}", shape, unroll=u) for u in (1, 2, 4)]
 
 
+REGULARISERS = {
+    "none": {},
+    "dropout (untied)": {"dropout_input": 0.25, "dropout_recurrent": 0.25},
+    "dropout (tied)": {"dropout_input": 0.25, "dropout_recurrent": 0.25, "dropout_tied": True},
+    "zoneout": {"zoneout_cell": 0.5, "zoneout_hidden": 0.05},
+    "weight drop": {"weight_drop": 0.5},
+    "layer norm": {"layer_norm": ("input", "recurrent", "cell")},
+}
+
+
+def regularisers(shape: Shape) -> list[Contender]:
+    """``lstm`` with each regulariser of ``gatelab.families.regularise`` (training: masks drawn
+    from a fresh key every step, as the runner does) against none."""
+    out = []
+    for label, fields in REGULARISERS.items():
+        spec = gatelab.variant("lstm").replace(**fields)
+        module = gatelab.GatedRNN(shape.hidden, spec)
+        tx = optax.adam(LEARNING_RATE)
+
+        def step(state, x, y, module=module, tx=tx):
+            params, opt_state, count = state
+            key = jax.random.fold_in(jax.random.key(1), count)
+            rngs = {"dropout": key}
+
+            def loss_fn(p):
+                out = module.apply({"params": p}, x, deterministic=False, rngs=rngs)[1]
+                return jnp.mean((out - y) ** 2)
+
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, count + 1), loss
+
+        x, y = (jnp.asarray(a) for a in _data(shape))
+        params = module.init(jax.random.key(0), x)["params"]
+        state = (params, tx.init(params), jnp.array(0, jnp.int32))
+        compiled, compile_s = _compiled(step, shape, state, x, y)
+        run = _stepper(compiled, state, x, y)
+        out.append(Contender(label, run, shape.flops("lstm"), shape.batch * shape.steps, compile_s))
+    return out
+
+
 def runs(shape: Shape, count: int = 8) -> list[Contender]:
     """A group of ``count`` seeds of ``lstm``, each on its own batch: ``jax.vmap`` over the
     runs, ``jax.lax.map`` over them, or ``count`` calls of the one-run step."""

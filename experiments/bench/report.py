@@ -200,6 +200,7 @@ DESIGN = {
     "gates": "Gate blocks: one matmul (GatedRNN) or one per gate (nn.RNN(GatedCell)), lstm",
     "unroll": "Unrolling: GatedRNN(unroll=...), lstm",
     "runs": "Group execution: 8 runs of lstm, each on its own batch, as vmap, lax.map or calls",
+    "regularisers": "Regularisers: lstm in training with each spec field of regularise.py",
 }
 
 

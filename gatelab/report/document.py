@@ -966,9 +966,11 @@ def _left_out_section(runs: pd.DataFrame) -> str | None:
 
 
 def _varying(runs: pd.DataFrame) -> list[str]:
-    """The override keys (and the seed) that take more than one value across the runs."""
+    """The override keys (and the seed) that take more than one value across the runs (a key
+    some runs leave at its default counts as varying)."""
     keys = [c for c in runs.columns if c.startswith("override/")]
-    varying = [c.removeprefix("override/") for c in keys if runs[c].astype(str).nunique() > 1]
+    values = lambda c: runs[c].astype(str).fillna("<default>")  # noqa: E731  (pandas 3 keeps NaN)
+    varying = [c.removeprefix("override/") for c in keys if values(c).nunique() > 1]
     if "seed" not in varying and runs["seed"].nunique() > 1:
         varying.append("seed")
     return varying
