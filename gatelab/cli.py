@@ -133,6 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         workdir = Path("runs") / "wandb" / os.environ["WANDB_RUN_ID"]  # one per agent run
     else:
         workdir = _default_workdir(args.config, config)
+    # A group of seeds on every core (one CPU device each; nothing compiled or run yet).
+    runtime.use_host_cores(len(config.run.seeds) if config.run.devices == 0 else 1)
     from gatelab import train  # heavy imports only once the config is valid
 
     summaries = train.train_and_evaluate(config, workdir, quiet=args.quiet)
@@ -208,6 +210,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             f"{', '.join(extra)} need --executor local or slurm (inline, the default, runs the "
             "sweep here, as one job)"
         )
+    if str(args.workers) == "1":  # every group in this process: its runs on every core
+        runtime.use_host_cores()
     return sweep.run_sweep(
         args.config,
         directory,

@@ -116,6 +116,7 @@ class ShardJob(submitit.helpers.Checkpointable):
         if self.pin:  # the local executor's jobs share this machine: one core each
             cores = sorted(os.sched_getaffinity(0))
             os.sched_setaffinity(0, {cores[index % len(cores)]})
+            runtime.use_host_cores(1)
         runtime.tune_allocator()
         runtime.configure_jax()
         return sweep_lib.run_sweep(

@@ -98,6 +98,7 @@ class RunConfig:
     eval_batch_size: int = 1000
     group_execution: Literal["auto", "vmap", "map"] = "auto"  # how the runs of a group run
     devices: int = 0  # the group's runs sharded over this many local devices; 0: all of them
+    # (on a CPU, `gatelab train` makes one device per usable core, at most one per run)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -692,6 +692,15 @@ class _Inputs:
         )
 
 
+def _fresh_states(init: Callable) -> Callable:
+    """Every run's fresh state, one run after another (``lax.map``), not ``vmap``: the
+    orthogonal initialiser's QR decomposition, batched over the runs, parallelises over XLA's
+    CPU thread pool from inside a task of that pool, and with every thread waiting on another
+    it deadlocked (jaxlib 0.10.2: about one ``gatelab train`` of 4 seeds in 4 hung before its
+    first step). One run at a time gives the same bits (tests/test_train.py)."""
+    return lambda seeds, values: jax.lax.map(lambda args: init(*args), (seeds, values))
+
+
 def _start(program: Program, checkpoints: Checkpoints, seeds, values, example):
     """``(state, step, execution)``: from the newest checkpoint that restores (damaged newer
     ones are set aside), or every run's fresh state."""
@@ -708,7 +717,7 @@ def _start(program: Program, checkpoints: Checkpoints, seeds, values, example):
     if found is not None:
         step, state, note = found
         return state, step, note["execution"]  # the program that wrote it continues it
-    state = runtime.compile_cheap(jax.vmap(init), jnp.array(seeds), values)(
+    state = runtime.compile_cheap(_fresh_states(init), jnp.array(seeds), values)(
         jnp.array(seeds), values
     )
     best = jax.tree_util.tree_map(jnp.array, state.params)

@@ -113,6 +113,7 @@ def _pin_worker(cores) -> None:
     os.sched_setaffinity(0, {cores.get()})
     from gatelab import runtime
 
+    runtime.use_host_cores(1)  # one device: not the parent's count, if it set one
     runtime.tune_allocator()
     runtime.configure_jax()
 

@@ -204,6 +204,72 @@ def test_seeds_together_equal_seeds_one_at_a_time(tmp_path):
     )
 
 
+def test_fresh_states_one_run_at_a_time_are_the_batched_ones_bit_for_bit():
+    """The runs' fresh states come from lax.map over the seeds (vmap's batched QR of the
+    orthogonal initialiser deadlocked XLA's CPU pool); they are exactly vmap's."""
+    from gatelab import runtime
+
+    config = load("adding", "model.variant=vanilla", "run.seeds=0,1,2")
+    program = train.build_program(config)
+    runs = [config.replace(run={"seeds": (s,)}) for s in config.run.seeds]
+    values = {
+        n: jnp.array([config_lib.run_values(r)[n] for r in runs], jnp.float32)
+        for n in config_lib.PER_RUN_VALUES
+    }
+    init = functools.partial(train.init_state, program, example=train._Inputs.of(program).example)
+    seeds = jnp.array(config.run.seeds)
+    batched = runtime.compile_cheap(jax.vmap(init), seeds, values)(seeds, values)
+    one_by_one = runtime.compile_cheap(train._fresh_states(init), seeds, values)(seeds, values)
+    leaves = jax.tree_util.tree_leaves
+    for a, b in zip(leaves(batched), leaves(one_by_one), strict=True):
+        np.testing.assert_array_equal(a, b)
+    params = one_by_one.params["layer0"]
+    assert not np.array_equal(params["forget"]["kernel_h"][0], params["forget"]["kernel_h"][1])
+
+
+def test_host_device_flags():
+    """One XLA CPU device per core for a process that trains a group: the user's own count is
+    left alone, gatelab's own is replaced (a worker pinned to one core gets one device)."""
+    from gatelab.runtime import host_device_flags
+
+    flag = "--xla_force_host_platform_device_count"
+    assert host_device_flags("", 2, ours=False) == f"{flag}=2"
+    assert host_device_flags("--xla_cpu_enable_fast_math=false", 2, ours=False) == (
+        f"--xla_cpu_enable_fast_math=false {flag}=2"
+    )
+    assert host_device_flags(f"{flag}=8", 2, ours=False) is None  # the user's choice
+    assert host_device_flags(f"{flag}=2 --x=1", 1, ours=True) == "--x=1"  # a pinned worker
+    assert host_device_flags("", 1, ours=False) == ""
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")
+def test_gatelab_train_puts_a_group_on_every_core(tmp_path):
+    """`gatelab train` of 2 seeds on a 2-core machine: 2 CPU devices, the run axis sharded,
+    recorded in config.json, and the records of one device (losses exact, gates to 1e-6)."""
+    command = [sys.executable, "-m", "gatelab.cli", "train", str(ROOT / "configs/adding.py:quick")]
+    command += ["--quiet", "--set=run.seeds=0,1", "--set=wandb.mode=disabled"]
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GATELAB_HOST_DEVICES")}
+    for name, extra in (("cores", []), ("one", ["--set=run.devices=1"])):
+        done = subprocess.run(
+            [*command, "--workdir", str(tmp_path / name), *extra], env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+    devices = {
+        name: records.read_json(tmp_path / name / "seed_0" / "config.json")["resolved"]["devices"]
+        for name in ("cores", "one")
+    }
+    assert devices == {"cores": 2, "one": 1}
+    for seed in ("seed_0", "seed_1"):
+        rows = records.read_metrics(tmp_path / "cores" / seed / "metrics.jsonl")
+        expected = records.read_metrics(tmp_path / "one" / seed / "metrics.jsonl")
+        assert len(rows) == len(expected)
+        for row, reference in zip(rows, expected, strict=True):
+            exact = lambda r: {k: v for k, v in r.items() if "time/" not in k and "gates/" not in k}  # noqa: E731
+            gates = lambda r: {k: v for k, v in r.items() if "gates/" in k}  # noqa: E731
+            assert exact(row) == exact(reference)
+            assert gates(row) == pytest.approx(gates(reference), rel=1e-6, abs=1e-9)
+
+
 def test_group_runs_differ_only_in_values(tmp_path):
     config = load("digits", "wandb.mode=disabled")
     with pytest.raises(ValueError, match="differ only"):
