@@ -135,9 +135,7 @@ class GatedCell(nn.RNNCellBase):
             )
             if self.is_mutable_collection("masks"):
                 self.sow("masks", "drawn", masks)
-        params = regularise.drop_weights(params, masks)
-        layout = family.fused(spec, params)
-        consts = regularise.late_consts(layout, masks)
+        layout, consts = regularise.prepare(family, spec, params, masks)
         carry = tuple(carry) if isinstance(carry, list) else carry
         return regularise.step(family, spec, layout, consts, inputs, carry, masks)
 

@@ -180,9 +180,7 @@ def _regularised(family, spec, params, x, carry, mask, unroll, capture, probe, m
     autodiff. ``masks`` (``regularise.draw`` over the sequence) in training, ``None`` at
     evaluation. The masks that hold for the whole sequence are constants of the scan; zoneout's
     are its inputs, one per step."""
-    params = regularise.drop_weights(params, masks)
-    layout = family.fused(spec, params)
-    consts = regularise.late_consts(layout, masks)
+    layout, consts = regularise.prepare(family, spec, params, masks)
     carry = tuple(carry) if isinstance(carry, list) else carry
     constant = {k: v for k, v in (masks or {}).items() if not k.startswith("zone_")}
     zones = {k: v for k, v in (masks or {}).items() if k.startswith("zone_")}

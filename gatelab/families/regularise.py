@@ -51,6 +51,7 @@ __all__ = [
     "at_step",
     "expected_zone",
     "drop_weights",
+    "prepare",
     "layer_norm",
     "normalise",
     "input_term",
@@ -63,17 +64,6 @@ __all__ = [
 Array = jax.Array
 Masks = dict[str, Any]
 
-FIELDS = (
-    "dropout_input",
-    "dropout_recurrent",
-    "dropout_tied",
-    "zoneout_cell",
-    "zoneout_hidden",
-    "weight_drop",
-    "layer_norm",
-    "layer_norm_stats",
-    "projection",
-)
 DESCRIPTIONS = {
     "dropout_input": "variational dropout on x: one mask per sequence and part (Gal & Ghahramani)",
     "dropout_recurrent": "the same on h_{t-1} entering the matmuls (never on c)",
@@ -171,15 +161,8 @@ class Regularised(SpecBase):
                     "LSTM's (LSTMP); allowed: 0"
                 )
 
-    @property
-    def regularised(self) -> bool:
-        """Whether any regulariser or normalisation is on (the projection is not one)."""
-        return regularised(self)
 
-    @property
-    def stochastic(self) -> bool:
-        """Whether training draws masks (dropout, zoneout or weight drop is on)."""
-        return stochastic(self)
+FIELDS = tuple(field.name for field in dataclasses.fields(Regularised))
 
 
 def regularised(spec: SpecBase) -> bool:
@@ -259,10 +242,10 @@ def draw(
     if spec.weight_drop:
         parts = _parts_with(params, "kernel_h")
         keys = jax.random.split(k_weight, len(parts))
-        masks["weight"] = {
-            part: _inverted(kp, spec.weight_drop, params[part]["kernel_h"].shape, jnp.float32)
-            for part, kp in zip(parts, keys, strict=True)
-        }
+        masks["weight"] = {}
+        for part, kp in zip(parts, keys, strict=True):
+            kernel = params[part]["kernel_h"]
+            masks["weight"][part] = _inverted(kp, spec.weight_drop, kernel.shape, kernel.dtype)
     lead = () if steps is None else (steps,)
     k_cell, k_hidden = jax.random.split(k_zone)
     size = params["candidate"]["bias"].shape[-1]
@@ -406,14 +389,17 @@ def recurrent_term(family, spec: SpecBase, layout, carry, masks: Masks | None) -
     return rec
 
 
-def late_consts(layout, masks: Masks | None) -> dict[str, Array]:
-    """The step's constants, with the recurrent dropout masks of parts whose recurrent matmul
-    is the step's own (the GRU's candidate with the reset before it): ``dropout_h_<part>``."""
+def prepare(family, spec: SpecBase, params: dict, masks: Masks | None):
+    """``(layout, consts)`` for ``step``: the fused layout of ``params`` with weight drop's
+    masks applied, and the step's constants with the recurrent dropout masks of parts whose
+    recurrent matmul is the step's own (the GRU's candidate with the reset before it:
+    ``dropout_h_<part>``). The same for one step (``GatedCell``) and a whole scan."""
+    layout = family.fused(spec, drop_weights(params, masks))
     consts = dict(layout.consts)
     for part, mask in ((masks or {}).get("recurrent") or {}).items():
         if part not in layout.recurrent_blocks:
             consts[f"dropout_h_{part}"] = mask
-    return consts
+    return layout, consts
 
 
 def step(family, spec: SpecBase, layout, consts, x: Array, carry, masks: Masks | None, probe=None):
