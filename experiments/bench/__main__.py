@@ -5,6 +5,8 @@
     python -m experiments.bench --sections throughput,design --hidden 128 --only lstm,torch-lstm
     python -m experiments.bench --device         # one accelerator: about 3-4 minutes on an H200
     python -m experiments.bench --device-smoke   # its smoke form: about 30 s on 2 cores
+    python -m experiments.bench --study          # a whole study, three ways: about 2 hours
+    python -m experiments.bench --study-small    # its small form: about 10 minutes
 
 Writes ``OUT/bench.md`` and ``OUT/bench.json`` (``bench-quick.*`` with ``--quick``; ``OUT``
 defaults to ``experiments/bench/results``, where the latest full run is kept) and prints the
@@ -58,6 +60,15 @@ Sections (``--sections``, comma-separated; all by default):
     Its children stop at 4 minutes, by its own budget; about 3-4 minutes on an H200 is the
     plan, not yet a measurement. ``--device-smoke`` (or ``--device --quick``): R = 1, 2, hidden
     16, sequence 10, batch 8, 2 steps a call; about 30 s on 2 cores.
+
+``--study`` (a form of its own: ``study.py``)
+    The whole Greff study at its full protocol (vanilla, Greff's eight variants, lstm and gru x
+    5 seeds on MNIST-1D, 4,000 steps: 55 runs), every run trained, through ``gatelab sweep
+    --workers 2`` and two PyTorch baselines in two single-thread workers: ``nn.LSTM``/``nn.GRU``
+    for every run (no ablation possible: PyTorch's lower bound) and Greff's cells looped over
+    time under ``torch.compile``. ``--contenders`` picks a subset, ``--workdir`` keeps the
+    runs. Writes ``OUT/study.md`` and ``.json``; ``--study-small``: 4 variants x 2 seeds x 1,000
+    steps, ``OUT/study-small.*``.
 
 Honest timing: results are blocked on; warm-up steps are not timed and compile time is reported
 apart; the contenders of a table run in one process, round-robin over rounds, and their medians
@@ -249,6 +260,27 @@ def build_parser() -> argparse.ArgumentParser:
         "on an H200; with --quick the smoke form); writes OUT/device.md and .json",
     )
     parser.add_argument(
+        "--study",
+        action="store_true",
+        help="instead of the sections: the whole Greff study (55 runs of 4,000 steps) through "
+        "gatelab sweep and two PyTorch baselines (about 2 hours); writes OUT/study.md and .json",
+    )
+    parser.add_argument(
+        "--study-small",
+        action="store_true",
+        help="--study at 8 runs of 1,000 steps (a few minutes); writes OUT/study-small.*",
+    )
+    parser.add_argument(
+        "--contenders",
+        help="--study: which of sweep,torch-fused,torch-greff (default all; a subset writes "
+        "OUT/study-SUBSET.*)",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="--study: where the runs go, kept (default: a temporary folder, removed)",
+    )
+    parser.add_argument(
         "--device-smoke",
         action="store_true",
         help="--device at tiny sizes, for tests (~30 s on 2 cores); writes OUT/device-smoke.*",
@@ -264,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.bench import device
 
         return device.main(args, argv)
+    if args.study or args.study_small:  # its own form too: children only
+        from experiments.bench import study
+
+        return study.main(args, argv)
     # The allocator before any array exists, as the gatelab CLI does (GATELAB_MALLOC=system
     # opts out); every contender of this process shares it, and PyTorch's threads.
     runtime.tune_allocator()

@@ -7,6 +7,14 @@ The study's config (``configs/mnist1d.py``: 64 units, batch 100) at a benchmark'
 steps, one compiled chunk of 100 at a time, one evaluation and one checkpoint at the end, W&B
 off. The runs are too short to tell the variants apart; they exist to be timed. ``quick``: one
 run (NFG, seed 0) of 8 units and 20 steps, for ``python -m experiments.bench --quick``.
+
+``study``: the whole study at its full protocol, for ``python -m experiments.bench --study``
+(``study.py``): ``make demo``'s config (64 units, batch 64, Adam 3e-3 with a cosine schedule,
+clipping at 1) at 4,000 steps, validation every 500 and a checkpoint every 1,000, W&B off;
+Greff's vanilla and eight variants, lstm and gru x 5 seeds (55 runs). ``study-small``: 1,000
+steps, lstm, NFG, CIFG and gru x 2 seeds (8 runs).
+
+    gatelab sweep experiments/bench/grid_config.py:study --workdir /tmp/study --workers 2
 """
 
 from pathlib import Path
@@ -23,6 +31,11 @@ SEEDS = (0, 1, 2, 3, 4)
 # faster loop, against the sweep.
 SAMPLE_VARIANTS = ["lstm", "NFG", "CIFG"]
 QUICK_VARIANTS, QUICK_SEEDS = ["NFG"], (0,)
+# The study (``--study``): every run at the full protocol; FGR, the costliest, first.
+STUDY = {
+    "study": {"variants": ["FGR", *GREFF[:-1], "lstm", "gru"], "seeds": SEEDS, "steps": 4000},
+    "study-small": {"variants": ["lstm", "NFG", "CIFG", "gru"], "seeds": (0, 1), "steps": 1000},
+}
 
 
 def _run(steps: int, log_every: int) -> list[str]:
@@ -36,8 +49,13 @@ def get_config(arg: str | None = None):
             overrides = _run(200, 100)
         case "quick":
             overrides = [*_run(20, 10), "model.hidden=8"]
+        case "study" | "study-small":
+            run = {"steps": STUDY[arg]["steps"], "log_every": 100, "eval_every": 500}
+            run["checkpoint_every"] = min(1000, STUDY[arg]["steps"])
+            overrides = [f"run.{key}={value}" for key, value in run.items()]
+            return config_lib.load(f"{MNIST1D}:demo", [*overrides, "wandb.mode=disabled"])
         case _:
-            raise ValueError(f"unknown config argument {arg!r}; choices: quick")
+            raise ValueError(f"unknown config argument {arg!r}; choices: quick, study, study-small")
     return config_lib.load(MNIST1D, [*overrides, "wandb.mode=disabled"])
 
 
@@ -48,4 +66,7 @@ def sweep(arg: str | None = None) -> Sweep:
             return grid({"model.variant": VARIANTS, "run.seeds": [SEEDS]})
         case "quick":
             return grid({"model.variant": QUICK_VARIANTS, "run.seeds": [QUICK_SEEDS]})
-    raise ValueError(f"unknown sweep argument {arg!r}; choices: quick")
+        case "study" | "study-small":
+            form = STUDY[arg]
+            return grid({"model.variant": form["variants"], "run.seeds": [form["seeds"]]})
+    raise ValueError(f"unknown sweep argument {arg!r}; choices: quick, study, study-small")
