@@ -296,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.bench import device
 
         return device.main(args, argv)
-    if args.study or args.study_small:  # its own form too: children only
+    if args.study or args.study_small:  # its own form too: children only, each with a timeout
         from experiments.bench import study
 
+        faulthandler.cancel_dump_traceback_later()  # the full study takes hours, not minutes
         return study.main(args, argv)
     # The allocator before any array exists, as the gatelab CLI does (GATELAB_MALLOC=system
     # opts out); every contender of this process shares it, and PyTorch's threads.

@@ -233,10 +233,11 @@ def render(results: dict[str, Any]) -> str:
         train.setdefault(row["run"].split("/")[0], row["train_s"])
     lines += [
         "",
-        "Compilation: gatelab's per group (one program per variant, its seeds together; the "
-        "training program and the evaluation program, from an empty cache) beside the group's "
-        "training time; torch.compile's as the first 5 steps of a worker's first run of the "
-        "variant (mean over the workers that compiled it).",
+        "Compilation: gatelab's per group (one training program per variant, its seeds "
+        "together, from an empty cache, as the run records it; the smaller evaluation program "
+        "compiles at the first evaluation and is not in it) beside the group's training time; "
+        "torch.compile's as the first 5 steps of a worker's first run of the variant (mean "
+        "over the workers that compiled it).",
         "",
         "| variant | gatelab compile s | gatelab train s (group) | torch.compile first steps s |",
         "|---|---:|---:|---:|",
