@@ -123,3 +123,21 @@ def test_study_forms():
         assert sum(len(t["run.seeds"]) for t in trials) == runs
     variants = grid_config.STUDY["study"]["variants"]
     assert sorted(variants) == sorted([*GREFF, "lstm", "gru"])
+
+
+def test_the_study_report_follows_from_its_record():
+    """The committed small-form record renders to its committed report, and the verdicts are
+    the figures' (a contender whose wall time is under the target's multiple misses it)."""
+    from pathlib import Path
+
+    from experiments.bench import study
+
+    results = Path(study.__file__).parent / "results"
+    record = json.loads((results / "study-small.json").read_text())
+    assert study.summarise(record) == record["summary"]
+    assert study.render(record) == (results / "study-small.md").read_text()
+    sweep_s = record["contenders"]["sweep"]["wall_s"]
+    for name, speed in record["summary"]["speedups"].items():
+        ratio = record["contenders"][name]["wall_s"] / sweep_s
+        assert speed["ratio"] == pytest.approx(ratio)
+        assert speed["met"] == (ratio >= study.TARGETS[name])

@@ -75,6 +75,22 @@ def _run_row(run: str, summary: dict[str, Any], **fields) -> dict[str, Any]:
     return {"run": run, **{k: summary.get(k) for k in keys}, **fields}
 
 
+def sweep_rows(folder: Path) -> list[dict[str, Any]]:
+    """A row (``_run_row``, with its status) for each run a ``gatelab sweep`` wrote under
+    ``folder``."""
+    summaries = [read_json_or_none(p) or {} for p in sorted(folder.glob("*/summary.json"))]
+    return [
+        _run_row(f"{s.get('variant')}/{s.get('seed')}", s, status=s.get("status"))
+        for s in summaries
+    ]
+
+
+def gatelab_command() -> list[str]:
+    """The ``gatelab`` console script next to this Python, or ``python -m gatelab.cli``."""
+    script = Path(sys.executable).parent / "gatelab"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "gatelab.cli"]
+
+
 def _entry(command: str, children: list[Child], runs: list[dict], estimate) -> dict[str, Any]:
     """A contender's figures: wall time, the grid's estimated time (None if a run failed), peak
     RSS, mean test accuracy, and the first error."""
@@ -104,17 +120,14 @@ def run_grid(workdir: Path, quick: bool, log: Callable[[str], None]) -> dict[str
     sampled = (
         every if quick else [f"{v}/{s}" for v in grid_config.SAMPLE_VARIANTS for s in seeds[:2]]
     )
-    script = Path(sys.executable).parent / "gatelab"  # the console script next to this Python
-    gatelab = [str(script)] if script.exists() else [sys.executable, "-m", "gatelab.cli"]
+    gatelab = gatelab_command()
     cache = lambda name: {"GATELAB_JAX_CACHE": str(workdir / f"jax-cache-{name}")}  # noqa: E731
     contenders: dict[str, dict[str, Any]] = {}
 
     log(f"grid: gatelab sweep --workers 2 ({len(every)} runs)")
     args = ["sweep", target, "--workdir", str(workdir / "sweep"), "--quiet", "--workers", "2"]
     child = run_child([*gatelab, *args], cache("sweep"), TIMEOUT_S["sweep"])
-    paths = sorted((workdir / "sweep").glob("*/summary.json"))
-    summaries = [read_json_or_none(path) or {} for path in paths]
-    runs = [_run_row(f"{s.get('variant')}/{s.get('seed')}", s) for s in summaries]
+    runs = sweep_rows(workdir / "sweep")
     contenders["sweep"] = _entry(f"gatelab {' '.join(args)}", [child], runs, lambda: child.wall_s)
     contenders["sweep"]["runs_measured"] = len(every)  # a run that wrote nothing still counts
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.bench import grid_config
-from experiments.bench.grid import CONFIG, _export_mnist1d
+from experiments.bench.grid import CONFIG, _export_mnist1d, gatelab_command, sweep_rows
 from experiments.bench.measure import machine_info, run_child
 from experiments.bench.report import num
 from gatelab import config as config_lib
@@ -59,22 +59,6 @@ def _runs(form: dict[str, Any]) -> list[str]:
     return [f"{v}/{s}" for v in form["variants"] for s in form["seeds"]]
 
 
-def _gatelab_rows(folder: Path) -> list[dict[str, Any]]:
-    rows = []
-    for path in sorted(folder.glob("*/summary.json")):
-        summary = read_json_or_none(path) or {}
-        rows.append(
-            {
-                "run": f"{summary.get('variant')}/{summary.get('seed')}",
-                "compile_s": summary.get("time/compile_s"),
-                "train_s": summary.get("time/train_s"),
-                "test/accuracy": summary.get("test/accuracy"),
-                "status": summary.get("status"),
-            }
-        )
-    return rows
-
-
 CONTENDERS = tuple(LABELS)
 
 
@@ -90,8 +74,7 @@ def run_study(
     # 2-4x what the slowest contender takes here: torch.compile's minute per variant and
     # worker, and its 20 s per run and 1,000 steps.
     timeout = 120 + 120 * len(form["variants"]) + 60 * len(runs) * config.run.steps / 1000
-    script = Path(sys.executable).parent / "gatelab"
-    gatelab = [str(script)] if script.exists() else [sys.executable, "-m", "gatelab.cli"]
+    gatelab = gatelab_command()
     contenders: dict[str, dict[str, Any]] = {}
 
     if "sweep" in only:
@@ -104,7 +87,7 @@ def run_study(
             "wall_s": child.wall_s,
             "peak_rss_mib": child.peak_rss_mib,
             "error": child.error(),
-            "runs": _gatelab_rows(workdir / "sweep"),
+            "runs": sweep_rows(workdir / "sweep"),
         }
 
     data = workdir / "mnist1d.npz"
@@ -159,12 +142,12 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out["speedups"][name] = {"ratio": ratio, "target": goal, "met": complete and ratio >= goal}
     groups: dict[str, float] = {}
     for row in sweep["runs"]:  # a group's runs share its compilation
-        groups.setdefault(row["run"].split("/")[0], row["compile_s"] or 0.0)
+        groups.setdefault(row["run"].split("/")[0], row["time/compile_s"] or 0.0)
     out["gatelab_compile_s"] = groups
     worker_s = 2 * sweep["wall_s"]
     out["gatelab_compile_share"] = sum(groups.values()) / worker_s if worker_s else None
     firsts: dict[tuple[str, int], float] = {}
-    for row in contenders.get("torch-greff", {"runs": []})["runs"]:
+    for row in contenders.get("torch-greff", {}).get("runs", []):
         key = (row["run"].split("/")[0], row.get("pid", 0))
         if "first_steps_s" in row:
             firsts.setdefault(key, row["first_steps_s"])
@@ -229,8 +212,8 @@ def render(results: dict[str, Any]) -> str:
             cells.append(f"{100 * statistics.fmean(scores):.1f}%" if scores else "")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     train = {}
-    for row in contenders.get("sweep", {"runs": []})["runs"]:
-        train.setdefault(row["run"].split("/")[0], row["train_s"])
+    for row in contenders.get("sweep", {}).get("runs", []):
+        train.setdefault(row["run"].split("/")[0], row["time/train_s"])
     lines += [
         "",
         "Compilation: gatelab's per group (one training program per variant, its seeds "

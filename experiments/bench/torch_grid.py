@@ -246,16 +246,21 @@ def _load(path: str) -> dict[str, torch.Tensor]:
     return {k: v.long() if k.endswith("targets") else v for k, v in arrays.items()}
 
 
-def _init_worker(path: str, cores: multiprocessing.Queue) -> None:
-    """A worker: pinned to one core (the next from ``cores``), one thread, the arrays loaded."""
+def _set_up(path: str, threads: int) -> None:
+    """This process's allocator (as gatelab's), threads and torch.compile's cache; the arrays."""
     runtime.tune_allocator()
-    core = cores.get()
-    if core is not None:
-        os.sched_setaffinity(0, {core})
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     if hasattr(torch, "_dynamo"):
         torch._dynamo.config.cache_size_limit = 64  # one entry per variant, more than the default 8
     _ARRAYS.update(_load(path))
+
+
+def _init_worker(path: str, cores: multiprocessing.Queue) -> None:
+    """A worker: pinned to one core (the next from ``cores``), one thread, the arrays loaded."""
+    core = cores.get()
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    _set_up(path, threads=1)
 
 
 def _work(job: tuple[str, argparse.Namespace]) -> dict:
@@ -290,11 +295,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"runs": results, "workers": args.workers}, f, indent=1)
 
     if not args.workers:
-        runtime.tune_allocator()
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
-        if hasattr(torch, "_dynamo"):
-            torch._dynamo.config.cache_size_limit = 64
-        _ARRAYS.update(_load(args.data))
+        _set_up(args.data, threads=len(os.sched_getaffinity(0)))
         for label in labels:
             keep(_work((label, args)))
         return 0
