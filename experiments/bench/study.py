@@ -214,21 +214,32 @@ def render(results: dict[str, Any]) -> str:
     train = {}
     for row in contenders.get("sweep", {}).get("runs", []):
         train.setdefault(row["run"].split("/")[0], row["time/train_s"])
+    torch_train = {name: {} for name in ("torch-fused", "torch-greff")}
+    for name, by_variant in torch_train.items():
+        for row in contenders.get(name, {}).get("runs", []):
+            if row.get("train_s") is not None:
+                variant = row["run"].split("/")[0]
+                by_variant[variant] = by_variant.get(variant, 0.0) + row["train_s"]
     lines += [
         "",
-        "Compilation: gatelab's per group (one training program per variant, its seeds "
-        "together, from an empty cache, as the run records it; the smaller evaluation program "
-        "compiles at the first evaluation and is not in it) beside the group's training time; "
-        "torch.compile's as the first 5 steps of a worker's first run of the variant (mean "
-        "over the workers that compiled it).",
+        "Time by variant. gatelab: its compilation per group (one training program per variant, "
+        "its seeds together, from an empty cache, as the run records it; the smaller evaluation "
+        "program compiles at the first evaluation and is not in it) and the group's training "
+        "time. PyTorch: the training time of the variant's runs added up (in its two workers), "
+        "torch.compile's compilation included; and torch.compile's first 5 steps of a worker's "
+        "first run of the variant (mean over the workers that compiled it), which is mostly "
+        "compilation. Evaluations are in none of these.",
         "",
-        "| variant | gatelab compile s | gatelab train s (group) | torch.compile first steps s |",
-        "|---|---:|---:|---:|",
+        "| variant | gatelab compile s | gatelab train s (group) | nn.LSTM/GRU train s (runs) "
+        "| torch.compile train s (runs) | torch.compile first steps s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for variant in results["variants"]:
         lines.append(
             f"| {variant} | {num(summary['gatelab_compile_s'].get(variant))} | "
-            f"{num(train.get(variant))} | {num(summary['torch_compile_s'].get(variant))} |"
+            f"{num(train.get(variant))} | {num(torch_train['torch-fused'].get(variant))} | "
+            f"{num(torch_train['torch-greff'].get(variant))} | "
+            f"{num(summary['torch_compile_s'].get(variant))} |"
         )
     share = summary["gatelab_compile_share"]
     if share is not None and "sweep" in contenders:
