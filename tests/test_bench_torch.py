@@ -8,6 +8,7 @@ that the benchmark compares the same computation.
 
 import json
 import os
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -128,8 +129,6 @@ def test_study_forms():
 def test_the_study_report_follows_from_its_record():
     """The committed small-form record renders to its committed report, and the verdicts are
     the figures' (a contender whose wall time is under the target's multiple misses it)."""
-    from pathlib import Path
-
     from experiments.bench import study
 
     results = Path(study.__file__).parent / "results"

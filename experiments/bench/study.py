@@ -59,6 +59,11 @@ def _runs(form: dict[str, Any]) -> list[str]:
     return [f"{v}/{s}" for v in form["variants"] for s in form["seeds"]]
 
 
+def _variant(row: dict[str, Any]) -> str:
+    """The variant of a run row (its ``run`` is ``VARIANT/SEED``)."""
+    return row["run"].split("/")[0]
+
+
 CONTENDERS = tuple(LABELS)
 
 
@@ -142,13 +147,13 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out["speedups"][name] = {"ratio": ratio, "target": goal, "met": complete and ratio >= goal}
     groups: dict[str, float] = {}
     for row in sweep["runs"]:  # a group's runs share its compilation
-        groups.setdefault(row["run"].split("/")[0], row["time/compile_s"] or 0.0)
+        groups.setdefault(_variant(row), row["time/compile_s"] or 0.0)
     out["gatelab_compile_s"] = groups
     worker_s = 2 * sweep["wall_s"]
     out["gatelab_compile_share"] = sum(groups.values()) / worker_s if worker_s else None
     firsts: dict[tuple[str, int], float] = {}
     for row in contenders.get("torch-greff", {}).get("runs", []):
-        key = (row["run"].split("/")[0], row.get("pid", 0))
+        key = (_variant(row), row.get("pid", 0))
         if "first_steps_s" in row:
             firsts.setdefault(key, row["first_steps_s"])
     compiled: dict[str, list[float]] = {}
@@ -207,19 +212,18 @@ def render(results: dict[str, Any]) -> str:
             scores = [
                 r["test/accuracy"]
                 for r in entry["runs"]
-                if r["run"].split("/")[0] == variant and r.get("test/accuracy") is not None
+                if _variant(r) == variant and r.get("test/accuracy") is not None
             ]
             cells.append(f"{100 * statistics.fmean(scores):.1f}%" if scores else "")
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     train = {}
     for row in contenders.get("sweep", {}).get("runs", []):
-        train.setdefault(row["run"].split("/")[0], row["time/train_s"])
+        train.setdefault(_variant(row), row["time/train_s"])
     torch_train = {name: {} for name in ("torch-fused", "torch-greff")}
     for name, by_variant in torch_train.items():
         for row in contenders.get(name, {}).get("runs", []):
             if row.get("train_s") is not None:
-                variant = row["run"].split("/")[0]
-                by_variant[variant] = by_variant.get(variant, 0.0) + row["train_s"]
+                by_variant[_variant(row)] = by_variant.get(_variant(row), 0.0) + row["train_s"]
     lines += [
         "",
         "Time by variant. gatelab: its compilation per group (one training program per variant, "
