@@ -24,7 +24,13 @@ from flax.linen.recurrent import flip_sequences
 
 from gatelab import families
 from gatelab.families import LSTMSpec, Spec, regularise
-from gatelab.families.base import Family, Initializer, default_kernel_init, default_recurrent_init
+from gatelab.families.base import (
+    Family,
+    Initializer,
+    default_kernel_init,
+    default_recurrent_init,
+    recur,
+)
 
 __all__ = ["GatedRNN", "fused_recurrence", "linear_scan", "SCANS"]
 
@@ -61,7 +67,7 @@ def _run_cell(cell, read, params, x, carry, mask, consts, unroll):
     def step(carry, inputs):
         x_t, m = inputs
         proj = x_t @ wx + b
-        rec = read(carry) @ w
+        rec = recur(read(carry), w)
         new_carry, y, _ = cell(proj, rec, carry, m, consts, x_t)
         return new_carry, (y, proj, rec, carry)
 
@@ -97,7 +103,7 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
         )
         d_proj, d_rec, d_prev, d_k, d_xt = cell_vjp((d_carry, dy))  # d_xt: x used directly
         _, read_vjp = jax.vjp(read, prev)
-        (d_read,) = read_vjp(d_rec @ w.T)  # the one matmul per step
+        (d_read,) = read_vjp(_recur_transposed(d_rec, w))  # the matmul of each step (FGR: two)
         return (add(d_prev, d_read), add(d_consts, d_k)), (d_proj, d_rec, d_xt)
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, consts)
@@ -105,11 +111,29 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
         step, (d_final, zeros), (projs, recs, prevs, mask, d_ys, x), reverse=True, unroll=unroll
     )
     # The weight and input gradients: one large matmul each, over all steps.
-    d_w = jnp.einsum("tbi,tbk->ik", jax.vmap(read)(prevs), d_recs)
+    d_w = _kernel_gradient(jax.vmap(read)(prevs), d_recs, w)
     d_wx = jnp.einsum("tbd,tbk->dk", x, d_projs)
     d_b = jnp.sum(d_projs, axis=(0, 1)).reshape(b.shape)
     d_x = jnp.einsum("tbk,dk->tbd", d_projs, wx) + d_direct
     return (d_wx, d_b, d_w), d_x, d_carry, None, d_consts
+
+
+def _recur_transposed(d_rec, w):
+    """The cotangent of ``recur``'s inputs: ``d_rec @ w.T``, per kernel of a tuple (each
+    reads the columns it wrote)."""
+    if not isinstance(w, tuple):
+        return d_rec @ w.T
+    return tuple(d_rec[..., : k.shape[-1]] @ k.T for k in w)
+
+
+def _kernel_gradient(reads, d_recs, w):
+    """``sum_t read_t^T d_rec_t`` (t, b, r) x (t, b, k) -> (r, k): one large matmul per kernel."""
+    if not isinstance(w, tuple):
+        return jnp.einsum("tbi,tbk->ik", reads, d_recs)
+    return tuple(
+        jnp.einsum("tbi,tbk->ik", r, d_recs[..., : k.shape[-1]])
+        for r, k in zip(reads, w, strict=True)
+    )
 
 
 fused_recurrence.defvjp(_fused_forward, _fused_backward)
@@ -127,7 +151,7 @@ def _scan_cells(cell, read, params, x, carry, mask, consts, unroll, capture, fus
 
     def step(carry, inputs):
         x_t, m, p = inputs
-        new_carry, y, extras = cell(x_t @ wx + b, read(carry) @ w, carry, m, consts, x_t, p)
+        new_carry, y, extras = cell(x_t @ wx + b, recur(read(carry), w), carry, m, consts, x_t, p)
         return new_carry, ((y, extras) if capture else y)
 
     final, ys = jax.lax.scan(step, carry, (x, mask, probe), unroll=unroll)
@@ -152,10 +176,11 @@ def _recurrence(family: Family, spec: Spec, params, x, carry, mask, unroll, capt
     w = layout.w
     if w is None:  # no recurrent matmul: an empty one, so that every family scans alike
         w = jnp.zeros((layout.read(carry).shape[-1], 0), layout.wx.dtype)
-    if fused and w.ndim != 2:
+    if fused and any(k.ndim != 2 for k in jax.tree_util.tree_leaves(w)):
         raise ValueError(
-            f"backward='fused' needs one dense recurrent kernel; {type(spec).__name__} has "
-            f"per-head kernels {w.shape}: use model.backward=autodiff"
+            f"backward='fused' needs dense recurrent kernels; {type(spec).__name__} has "
+            f"per-head kernels {jax.tree_util.tree_map(jnp.shape, w)}: use "
+            "model.backward=autodiff"
         )
 
     def cell(proj, rec, carry, m, consts, x, probe=None):

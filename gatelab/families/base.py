@@ -35,6 +35,7 @@ __all__ = [
     "broadcast_vectors",
     "split_blocks",
     "fuse",
+    "recur",
     "constant_init",
     "chrono_init",
     "default_kernel_init",
@@ -72,9 +73,13 @@ class Fused:
         split: ``(proj, rec, x) -> pre``; a pure function (it closes over no array).
         w: the recurrent kernels: (r, k'*H), ``r`` the width of ``read(carry)`` (or per head,
             (heads, r / heads, k'*H / heads), where ``read`` gives (b, heads, 1, r / heads));
-            ``None``: no recurrent matmul (IndRNN, a linear recurrence; ``rec`` is then empty).
-        read: carry -> the recurrent matmul's input (b, r); a pure function of the carry (by
-            default the carry itself, where it is ``h`` alone).
+            or a tuple of kernels (r_j, n_j) with ``n_0 = k'*H`` and ``n_j <= k'*H``, one per
+            recurrent input, each product added to the first ``n_j`` columns (``recur``: FGR's
+            gate activations feed only the gate columns); ``None``: no recurrent matmul
+            (IndRNN, a linear recurrence; ``rec`` is then empty).
+        read: carry -> the recurrent matmul's input (b, r), or the tuple of inputs (b, r_j)
+            when ``w`` is a tuple; a pure function of the carry (by default the carry itself,
+            where it is ``h`` alone).
         consts: arrays the step needs at every time step (peepholes, a kernel applied late).
         size: ``H``, the width of one block.
         blocks: the parts whose input kernels ``wx``'s column blocks are, in order (the
@@ -94,6 +99,21 @@ class Fused:
     blocks: tuple[str, ...] = ()
     recurrent_blocks: tuple[str, ...] = ()
     norms: dict[str, Array] = dataclasses.field(default_factory=dict)
+
+
+def recur(v, w) -> Array:
+    """The recurrent term ``v @ w``; with tuples (``Fused.w``), ``sum_j pad(v_j @ w_j)``: the
+    first input's product spans every column, each further one is added to its first
+    columns. Separate products where one padded matmul would multiply zeros (FGR: 13H^2
+    multiply-adds a row instead of 16H^2, measured 1.16x on the study's FGR gradient)."""
+    if not isinstance(w, tuple):
+        return v @ w
+    rec = v[0] @ w[0]
+    width = rec.shape[-1]
+    for vj, wj in zip(v[1:], w[1:], strict=True):
+        term = vj @ wj
+        rec = rec + jnp.pad(term, [(0, 0)] * (term.ndim - 1) + [(0, width - term.shape[-1])])
+    return rec
 
 
 def _nothing(carry) -> dict[str, Array]:

@@ -270,19 +270,19 @@ def inputs(spec: LSTMSpec, params: dict, x: Array, carry) -> tuple[dict, dict]:
 
 def fused(spec: LSTMSpec, params: dict) -> Fused:
     """All blocks in one input and one recurrent matmul. FGR: the previous gate activations
-    ``a`` join ``h`` as recurrent input; their kernel R feeds only the gate columns, so
-    ``[h, a] @ [[U], [R, 0]]`` is still one matmul."""
+    ``a`` are a second recurrent input; their kernel R feeds only the gate columns, so the
+    recurrent term is ``h @ U + [a @ R, 0]`` (``recur``), not ``[h, a] @ [[U], [R, 0]]``, which
+    multiplies a block of zeros."""
     blocks = [*spec.learned_gates, "candidate"]
     size = params["candidate"]["bias"].shape[-1]
     wx, bias = fuse(params, blocks, "kernel_x"), fuse(params, blocks, "bias")[None, :]
     w = fuse(params, blocks, "kernel_h")
     fgr = spec.gate_recurrence and bool(spec.learned_gates)
     if fgr:
-        r = params["gate_recurrence"]["kernel"]
-        w = jnp.concatenate([w, jnp.pad(r, ((0, 0), (0, size)))], axis=0)
+        w = (w, params["gate_recurrence"]["kernel"])
 
     def read(carry):
-        return jnp.concatenate([carry[1], carry[2]], -1) if fgr else carry[1]
+        return (carry[1], carry[2]) if fgr else carry[1]
 
     def split(proj, rec, x):
         return split_blocks(proj + rec, blocks, size)

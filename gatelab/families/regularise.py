@@ -38,6 +38,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from gatelab.families.base import recur
 from gatelab.specs import SpecBase
 
 __all__ = [
@@ -377,11 +378,11 @@ def recurrent_term(family, spec: SpecBase, layout, carry, masks: Masks | None) -
     read = layout.read(carry)
     if layout.w is None:
         return jnp.zeros((*read.shape[:-1], 0), read.dtype)
-    if "recurrent" in masks and layout.recurrent_blocks:
+    if "recurrent" in masks and layout.recurrent_blocks:  # one recurrent input (LSTMSpec checks)
         parts = [masks["recurrent"][b] for b in layout.recurrent_blocks]
         rec = _blockwise(read, parts, layout.w, spec.dropout_tied)
     else:
-        rec = read @ layout.w
+        rec = recur(read, layout.w)
     if "recurrent" in spec.layer_norm and layout.recurrent_blocks:
         sizes = groups(spec, layout.recurrent_blocks, family.joint_candidate)
         norms = layout.norms
