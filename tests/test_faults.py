@@ -7,6 +7,7 @@ uninterrupted run's, bit for bit (timing keys aside).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -530,3 +531,65 @@ def test_a_sweep_killed_at_random_moments_ends_as_an_uninterrupted_one(tmp_path)
         assert values == pytest.approx(reference[2][run], rel=1e-6, abs=1e-9), run
     assert not list(directory.glob("groups/*/checkpoints/*.corrupt*"))  # kills never damage one
     shutil.rmtree(tmp_path / "reference")
+
+
+def _children(parent: int) -> set[int]:
+    """The pids whose parent is ``parent`` (Linux's /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == parent:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_workers_end_with_a_sweep_killed_outright(tmp_path):
+    """SIGKILL to a sweep alone (not its process group: an out-of-memory kill, ``kill -9``):
+    its workers end within seconds and free their groups, instead of training on as orphans
+    beside the sweep that resumes it."""
+    command = [sys.executable, "-m", "gatelab.cli", "sweep", str(ROOT / "configs/mnist1d.py:quick")]
+    command += ["--workers", "2", "--quiet", "--workdir", str(tmp_path)]
+    command += [f"--set={s}" for s in SOAK]
+    process = subprocess.Popen(
+        command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(claimed := _claimed_groups(tmp_path)) < 2:  # both workers set up and training
+            assert process.poll() is None and time.monotonic() < deadline, claimed
+            time.sleep(0.2)
+        workers = {int(p) for p in claimed.values()}
+        assert workers <= _children(process.pid), (workers, _children(process.pid))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
+        assert not _claimed_groups(tmp_path)  # the resumed sweep can take every group over
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _claimed_groups(directory: Path) -> dict[str, int]:
+    """The groups of ``directory`` a process holds now, and its pid."""
+    from gatelab import locks
+
+    held = {}
+    for lock in directory.glob("groups/*/lock"):
+        info = locks.holder(lock)
+        if info is not None:
+            held[lock.parent.name] = info.get("pid")
+    return held
