@@ -102,8 +102,9 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
             lambda p, r, c, k, xt: cell(p, r, c, m, k, xt)[:2], proj, rec, prev, consts, x_t
         )
         d_proj, d_rec, d_prev, d_k, d_xt = cell_vjp((d_carry, dy))  # d_xt: x used directly
-        _, read_vjp = jax.vjp(read, prev)
-        (d_read,) = read_vjp(_recur_transposed(d_rec, w))  # the matmul of each step (FGR: two)
+        read_prev, read_vjp = jax.vjp(read, prev)
+        (d_v,) = jax.linear_transpose(lambda v: recur(v, w), read_prev)(d_rec)  # d_rec w^T
+        (d_read,) = read_vjp(d_v)
         return (add(d_prev, d_read), add(d_consts, d_k)), (d_proj, d_rec, d_xt)
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, consts)
@@ -111,29 +112,12 @@ def _fused_backward(cell, read, unroll, residuals, cotangents):
         step, (d_final, zeros), (projs, recs, prevs, mask, d_ys, x), reverse=True, unroll=unroll
     )
     # The weight and input gradients: one large matmul each, over all steps.
-    d_w = _kernel_gradient(jax.vmap(read)(prevs), d_recs, w)
+    reads = jax.vmap(read)(prevs)
+    (d_w,) = jax.linear_transpose(lambda k: recur(reads, k), w)(d_recs)  # sum_t read_t^T d_rec_t
     d_wx = jnp.einsum("tbd,tbk->dk", x, d_projs)
     d_b = jnp.sum(d_projs, axis=(0, 1)).reshape(b.shape)
     d_x = jnp.einsum("tbk,dk->tbd", d_projs, wx) + d_direct
     return (d_wx, d_b, d_w), d_x, d_carry, None, d_consts
-
-
-def _recur_transposed(d_rec, w):
-    """The cotangent of ``recur``'s inputs: ``d_rec @ w.T``, per kernel of a tuple (each
-    reads the columns it wrote)."""
-    if not isinstance(w, tuple):
-        return d_rec @ w.T
-    return tuple(d_rec[..., : k.shape[-1]] @ k.T for k in w)
-
-
-def _kernel_gradient(reads, d_recs, w):
-    """``sum_t read_t^T d_rec_t`` (t, b, r) x (t, b, k) -> (r, k): one large matmul per kernel."""
-    if not isinstance(w, tuple):
-        return jnp.einsum("tbi,tbk->ik", reads, d_recs)
-    return tuple(
-        jnp.einsum("tbi,tbk->ik", r, d_recs[..., : k.shape[-1]])
-        for r, k in zip(reads, w, strict=True)
-    )
 
 
 fused_recurrence.defvjp(_fused_forward, _fused_backward)
