@@ -553,6 +553,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _claimed_groups(directory: Path) -> dict[str, int]:
+    """The groups of ``directory`` a process holds now, and its pid."""
+    from gatelab import locks
+
+    held = {}
+    for lock in directory.glob("groups/*/lock"):
+        info = locks.holder(lock)
+        if info is not None:
+            held[lock.parent.name] = info.get("pid")
+    return held
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_workers_end_with_a_sweep_killed_outright(tmp_path):
     """SIGKILL to a sweep alone (not its process group: an out-of-memory kill, ``kill -9``):
@@ -585,15 +597,3 @@ def test_workers_end_with_a_sweep_killed_outright(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-
-
-def _claimed_groups(directory: Path) -> dict[str, int]:
-    """The groups of ``directory`` a process holds now, and its pid."""
-    from gatelab import locks
-
-    held = {}
-    for lock in directory.glob("groups/*/lock"):
-        info = locks.holder(lock)
-        if info is not None:
-            held[lock.parent.name] = info.get("pid")
-    return held
