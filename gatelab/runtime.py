@@ -11,6 +11,8 @@ import ctypes
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +22,7 @@ __all__ = [
     "use_host_cores",
     "host_device_flags",
     "quiet_failed_io",
+    "end_with_parent",
     "compile_cheap",
     "CHEAP_COMPILE",
 ]
@@ -134,6 +137,24 @@ def quiet_failed_io() -> None:
             unraisablehook(unraisable)
 
     sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+
+
+def end_with_parent(parent: int, every_s: float = 0.5) -> None:
+    """Ends this (worker) process once the process that started it is gone.
+
+    A parent killed outright (SIGKILL, an out-of-memory kill) cannot stop its pool, whose
+    workers would work on as orphans beside the run that resumes it, two processes to a core.
+    For a sweep's workers, a worker gone takes its claim with it (``locks``) and the resumed
+    sweep retrains the group from its last checkpoint. A daemon thread watches the parent's pid
+    (portable) and leaves with ``os._exit``, as a kill would.
+    """
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="gatelab-parent-watch", daemon=True).start()
 
 
 def compile_cheap(fn: Callable, *args) -> Callable:

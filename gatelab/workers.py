@@ -12,8 +12,6 @@ import concurrent.futures
 import dataclasses
 import multiprocessing
 import os
-import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -108,28 +106,15 @@ def _train(job: Job) -> tuple[list[dict] | None, Failure | Held | None]:
         return None, Failure(f"{type(error).__name__}: {error}", traceback.format_exc())
 
 
-def _die_with(parent: int, every_s: float = 0.5) -> None:
-    """Ends this worker once the process that started it is gone. A sweep killed outright
-    (SIGKILL, an out-of-memory kill) cannot stop its pool, whose workers would train on as
-    orphans beside the sweep that resumes it, two processes to a core; gone, a worker's claim
-    goes with it (``locks``), and the resumed sweep retrains its group from the last checkpoint.
-    A thread that watches the parent's pid: portable, and ``os._exit`` as a kill would be."""
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(every_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="gatelab-parent-watch", daemon=True).start()
-
-
 def _pin_worker(cores, parent: int) -> None:
     """Worker start-up: one core each (XLA on the CPU uses a second core poorly at these sizes;
     experiments/bench/results/2026-11-27.md, "Worker processes pinned to cores"), the
-    allocator and JAX configured as the CLI does; ends with its parent (``_die_with``)."""
-    _die_with(parent)
-    os.sched_setaffinity(0, {cores.get()})
+    allocator and JAX configured as the CLI does; ends with its parent
+    (``runtime.end_with_parent``)."""
     from gatelab import runtime
+
+    runtime.end_with_parent(parent)
+    os.sched_setaffinity(0, {cores.get()})
 
     runtime.use_host_cores(1)  # one device: not the parent's count, if it set one
     runtime.tune_allocator()

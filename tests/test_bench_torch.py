@@ -6,13 +6,19 @@ against (``python -m experiments.bench --study``); they are written independentl
 that the benchmark compares the same computation.
 """
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from processes import alive, children
 
 import gatelab as gl
 from gatelab import families
@@ -94,13 +100,18 @@ def test_looped_gru_equals_nn_gru():
         np.testing.assert_allclose(cell(x).numpy(), y_ref.numpy(), atol=1e-5)
 
 
-def test_worker_processes_train_every_run_pinned_and_single_threaded(tmp_path):
+def _write_arrays(path: Path) -> None:
+    """A small classification task in the .npz form the benchmark writes."""
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 64), ("validation", 32), ("test", 32)):
         arrays[f"{split}_inputs"] = rng.normal(size=(n, 6, 1)).astype(np.float32)
         arrays[f"{split}_targets"] = rng.integers(0, 3, n)
-    np.savez(tmp_path / "data.npz", **arrays)
+    np.savez(path, **arrays)
+
+
+def test_worker_processes_train_every_run_pinned_and_single_threaded(tmp_path):
+    _write_arrays(tmp_path / "data.npz")
     out = tmp_path / "out.json"
     runs = "FGR/0,CIFG/1,gru/0,NOAF/2"
     args = ["--data", str(tmp_path / "data.npz"), "--runs", runs, "--hidden", "4"]
@@ -111,6 +122,42 @@ def test_worker_processes_train_every_run_pinned_and_single_threaded(tmp_path):
     assert sorted(r["run"] for r in results) == sorted(runs.split(","))
     assert all(0.0 <= r["test/accuracy"] <= 1.0 and np.isfinite(r["final_loss"]) for r in results)
     assert len({r["pid"] for r in results}) <= 2 and os.getpid() not in {r["pid"] for r in results}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pins a worker to each of 2 cores")
+def test_workers_end_with_a_benchmark_killed_outright(tmp_path):
+    """A PyTorch leg killed outright (SIGKILL) leaves no worker training on beside the rerun."""
+    _write_arrays(tmp_path / "data.npz")
+    args = ["--data", str(tmp_path / "data.npz"), "--runs", "gru/0,gru/1", "--hidden", "4"]
+    args += ["--steps", "1000000", "--batch", "8", "--lr", "0.01", "--clip", "1"]  # hours
+    args += ["--workers", "2", "--json", str(tmp_path / "out.json")]
+    command = [sys.executable, "-m", "experiments.bench.torch_grid", *args]
+    parent = subprocess.Popen(command, cwd=Path(__file__).parents[1])
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2:  # both workers set up: each pinned to its core, so training
+            assert parent.poll() is None and time.monotonic() < deadline, "no workers"
+            time.sleep(0.2)
+            workers = {pid for pid in children(parent.pid) if len(_cores(pid)) == 1}
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers), "a worker outlived its benchmark"
+    finally:
+        for pid in [parent.pid, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        parent.wait()
+
+
+def _cores(pid: int) -> set[int]:
+    try:
+        return os.sched_getaffinity(pid)
+    except OSError:  # gone
+        return set()
 
 
 def test_study_forms():

@@ -23,6 +23,7 @@ from pathlib import Path
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
+from processes import alive, children
 
 import gatelab as gl
 from gatelab import cli, records, study, sweep, train
@@ -533,26 +534,6 @@ def test_a_sweep_killed_at_random_moments_ends_as_an_uninterrupted_one(tmp_path)
     shutil.rmtree(tmp_path / "reference")
 
 
-def _children(parent: int) -> set[int]:
-    """The pids whose parent is ``parent`` (Linux's /proc)."""
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        if int(fields[1]) == parent:
-            found.add(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _claimed_groups(directory: Path) -> dict[str, int]:
     """The groups of ``directory`` a process holds now, and its pid."""
     from gatelab import locks
@@ -582,17 +563,17 @@ def test_workers_end_with_a_sweep_killed_outright(tmp_path):
             assert process.poll() is None and time.monotonic() < deadline, claimed
             time.sleep(0.2)
         workers = {int(p) for p in claimed.values()}
-        assert workers <= _children(process.pid), (workers, _children(process.pid))
+        assert workers <= children(process.pid), (workers, children(process.pid))
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
         # A worker's main thread shows as a zombie while its other threads still exit, and
         # they share its files: its claim goes when the last one has.
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and (
-            any(_alive(pid) for pid in workers) or _claimed_groups(tmp_path)
+            any(alive(pid) for pid in workers) or _claimed_groups(tmp_path)
         ):
             time.sleep(0.1)
-        assert not any(_alive(pid) for pid in workers), "a worker outlived its sweep"
+        assert not any(alive(pid) for pid in workers), "a worker outlived its sweep"
         assert not _claimed_groups(tmp_path)  # the resumed sweep can take every group over
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -255,8 +255,10 @@ def _set_up(path: str, threads: int) -> None:
     _ARRAYS.update(_load(path))
 
 
-def _init_worker(path: str, cores: multiprocessing.Queue) -> None:
-    """A worker: pinned to one core (the next from ``cores``), one thread, the arrays loaded."""
+def _init_worker(path: str, cores: multiprocessing.Queue, parent: int) -> None:
+    """A worker: pinned to one core (the next from ``cores``), one thread, the arrays loaded;
+    it ends with its parent (a benchmark killed outright leaves no run training on)."""
+    runtime.end_with_parent(parent)
     core = cores.get()
     if core is not None:
         os.sched_setaffinity(0, {core})
@@ -304,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     usable = sorted(os.sched_getaffinity(0))
     for k in range(args.workers):
         cores.put(usable[k] if args.workers <= len(usable) else None)
-    with context.Pool(args.workers, _init_worker, (args.data, cores)) as pool:
+    with context.Pool(args.workers, _init_worker, (args.data, cores, os.getpid())) as pool:
         for result in pool.imap_unordered(_work, [(label, args) for label in labels]):
             keep(result)
     return 1 if any("error" in r for r in results) else 0
