@@ -115,7 +115,6 @@ def _pin_worker(cores, parent: int) -> None:
 
     runtime.end_with_parent(parent)
     os.sched_setaffinity(0, {cores.get()})
-
     runtime.use_host_cores(1)  # one device: not the parent's count, if it set one
     runtime.tune_allocator()
     runtime.configure_jax()

@@ -1,7 +1,10 @@
 """The processes of a test (Linux's /proc): for the tests that kill a parent and check its
 workers went with it."""
 
+import os
 from pathlib import Path
+
+PROC = Path("/proc/self/stat").exists()  # Linux
 
 
 def children(parent: int) -> set[int]:
@@ -23,3 +26,11 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def cores(pid: int) -> set[int]:
+    """The cores ``pid`` may run on (none once it is gone)."""
+    try:
+        return os.sched_getaffinity(pid)
+    except OSError:
+        return set()

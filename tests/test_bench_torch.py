@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from processes import alive, children
+from processes import PROC, alive, children, cores
 
 import gatelab as gl
 from gatelab import families
@@ -124,7 +124,7 @@ def test_worker_processes_train_every_run_pinned_and_single_threaded(tmp_path):
     assert len({r["pid"] for r in results}) <= 2 and os.getpid() not in {r["pid"] for r in results}
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pins a worker to each of 2 cores")
+@pytest.mark.skipif(not PROC or len(cores(os.getpid())) < 2, reason="/proc, 2 cores to pin to")
 def test_workers_end_with_a_benchmark_killed_outright(tmp_path):
     """A PyTorch leg killed outright (SIGKILL) leaves no worker training on beside the rerun."""
     _write_arrays(tmp_path / "data.npz")
@@ -139,7 +139,7 @@ def test_workers_end_with_a_benchmark_killed_outright(tmp_path):
         while len(workers) < 2:  # both workers set up: each pinned to its core, so training
             assert parent.poll() is None and time.monotonic() < deadline, "no workers"
             time.sleep(0.2)
-            workers = {pid for pid in children(parent.pid) if len(_cores(pid)) == 1}
+            workers = {pid for pid in children(parent.pid) if len(cores(pid)) == 1}
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 15
@@ -151,13 +151,6 @@ def test_workers_end_with_a_benchmark_killed_outright(tmp_path):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         parent.wait()
-
-
-def _cores(pid: int) -> set[int]:
-    try:
-        return os.sched_getaffinity(pid)
-    except OSError:  # gone
-        return set()
 
 
 def test_study_forms():

@@ -23,7 +23,7 @@ from pathlib import Path
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, given, settings
-from processes import alive, children
+from processes import PROC, alive, children
 
 import gatelab as gl
 from gatelab import cli, records, study, sweep, train
@@ -546,7 +546,7 @@ def _claimed_groups(directory: Path) -> dict[str, int]:
     return held
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.skipif(not PROC, reason="reads /proc (Linux)")
 def test_workers_end_with_a_sweep_killed_outright(tmp_path):
     """SIGKILL to a sweep alone (not its process group: an out-of-memory kill, ``kill -9``):
     its workers end within seconds and free their groups, instead of training on as orphans
