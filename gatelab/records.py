@@ -27,6 +27,7 @@ import importlib.metadata
 import json
 import math
 import os
+import platform
 import subprocess
 import uuid
 import warnings
@@ -191,6 +192,34 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         pass
     return version
+
+
+def cpu_info() -> dict[str, str]:
+    """The fields of ``/proc/cpuinfo`` (its last CPU's), empty where there is none (macOS)."""
+    path = Path("/proc/cpuinfo")
+    text = path.read_text() if path.exists() else ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key.strip(): value.strip() for key, value in fields.items()}
+
+
+# The widest vector instructions, widest first: x86 flags, then Arm's.
+_VECTOR_ISAS = ("avx512f", "avx2", "avx", "sve2", "sve", "asimd")
+
+
+@functools.cache
+def host_cpu() -> str:
+    """This machine's CPU as a run's record keeps it: its model, architecture and widest vector
+    instructions, e.g. ``AMD EPYC (x86_64, avx512)``.
+
+    XLA compiles for the host it runs on, so the same seed and code give other last bits on a CPU
+    with other vector instructions, and after thousands of steps other accuracies: records are
+    reproducible on one kind of machine, not across them."""
+    fields = cpu_info()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    isa = next((f for f in _VECTOR_ISAS if f in flags), "")
+    model = fields.get("model name") or platform.processor() or "unknown CPU"
+    details = [platform.machine(), isa.removesuffix("f")]
+    return f"{model} ({', '.join(d for d in details if d)})"
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
 import math
 import os
 import time
@@ -641,6 +642,7 @@ def _writers(program: Program, runs, run_dirs, group_dir: Path, devices: int = 1
         "hidden": program.model.hidden,
         "params": program.param_count,
         "devices": devices,  # the group's runs sharded over this many (Placement)
+        "machine": _machine(),
     }
     checkpoint_dir = (group_dir / "checkpoints").absolute()
     # W&B runs are grouped and named by the directory of runs, so that a sweep is one W&B group.
@@ -656,6 +658,15 @@ def _writers(program: Program, runs, run_dirs, group_dir: Path, devices: int = 1
         }
         writers.append(_writer(run, Path(run_dir), {**resolved, **where}, record_root, task))
     return writers, record_root
+
+
+def _machine() -> str:
+    """What computed the run, for its record: the backend's device (on a CPU, the CPU and its
+    vector instructions, records.host_cpu) and jaxlib's version, both of which move the numbers
+    a seed gives."""
+    device = jax.devices()[0]
+    where = f"{device.platform} {device.device_kind}, host " if device.platform != "cpu" else ""
+    return f"{where}{records.host_cpu()}; jaxlib {importlib.metadata.version('jaxlib')}"
 
 
 @dataclasses.dataclass(frozen=True)

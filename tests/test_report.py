@@ -60,6 +60,7 @@ def write_run(
     lr: float = 3e-3,
     hidden: int = 32,
     params: int | None = None,
+    machine: str | None = None,
 ) -> None:
     """One run's workdir: config.json, metrics.jsonl and summary.json as the runner writes them."""
     run_dir = root / name
@@ -76,7 +77,12 @@ def write_run(
         json.dumps(
             {
                 "config": config,
-                "resolved": {"spec": f"LSTMSpec({variant})", "hidden": hidden, "params": params},
+                "resolved": {
+                    "spec": f"LSTMSpec({variant})",
+                    "hidden": hidden,
+                    "params": params,
+                    **({"machine": machine} if machine else {}),
+                },
                 "code_version": "gatelab 0.1.0 (abc1234)",
                 "wandb_id": f"id{seed}{variant}",
             }
@@ -297,6 +303,24 @@ def test_a_train_workdir_is_a_sweep_of_one_group(tmp_path):
     assert records.find(tmp_path).index["kind"] == "train"
     text = report.build_report(tmp_path, figures=False).read_text()
     assert "- Runs: 3 (3 completed)" in text and "- Sweep:" not in text
+
+
+def test_the_report_names_the_machine_and_flags_a_study_run_on_several(tmp_path):
+    """XLA compiles for the host's vector instructions, so runs from two kinds of CPU differ by
+    more than their seeds: the report says which machines its runs come from."""
+    old, new = "AMD EPYC (x86_64, avx2); jaxlib 0.10.2", "AMD EPYC (x86_64, avx512); jaxlib 0.10.2"
+    for machines in ([old] * 4, [old, old, new, new]):
+        root = tmp_path / str(len(set(machines)))
+        entries = []
+        for seed, machine in enumerate(machines):
+            variant = ("vanilla", "NFG")[seed % 2]
+            name = f"{variant}__s{seed}"
+            write_run(root, name, variant, seed, test=0.9, machine=machine)
+            entries.append({"name": name, "variant": variant, "seed": seed, "status": "completed"})
+        text = report.build_report(write_sweep(root, entries), figures=False).read_text()
+        several = "**Runs from several machines** (" + old + "; " + new + ")"
+        assert (several in text) == (len(set(machines)) == 2), text
+        assert (f"- Machine: {old}\n" in text) == (len(set(machines)) == 1), text
 
 
 def test_no_records_is_an_error(tmp_path):

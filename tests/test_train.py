@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import pytest
 import wandb_reader
@@ -81,6 +82,9 @@ class QuickConfig:
         stored = json.loads((run_dir / "config.json").read_text())
         assert stored["config"] == config_lib.to_dict(config)
         assert stored["code_version"].startswith("gatelab")
+        # What computed it: this CPU with its vector instructions, and jaxlib's version.
+        machine = stored["resolved"]["machine"]
+        assert records.host_cpu() in machine and f"jaxlib {jaxlib.__version__}" in machine
         assert records.read_json(run_dir / "summary.json") == summary
         for key in ("step", "best_step", "params/total", "params/candidate", "time/steps_per_s"):
             assert key in summary, key
@@ -240,6 +244,24 @@ def test_host_device_flags():
     assert host_device_flags(f"{flag}=8", 2, ours=False) is None  # the user's choice
     assert host_device_flags(f"{flag}=2 --x=1", 1, ours=True) == "--x=1"  # a pinned worker
     assert host_device_flags("", 1, ours=False) == ""
+
+
+@pytest.mark.parametrize(
+    "fields, isa",
+    [
+        ({"model name": "AMD EPYC", "flags": "fpu sse2 avx avx2 fma avx512f avx512bw"}, "avx512"),
+        ({"model name": "AMD EPYC", "flags": "fpu sse2 avx avx2 fma"}, "avx2"),
+        ({"Features": "fp asimd evtstrm sve"}, "sve"),  # Arm names them Features, has no model
+    ],
+)
+def test_the_record_names_the_widest_vector_instructions(monkeypatch, fields, isa):
+    monkeypatch.setattr(records, "cpu_info", lambda: fields)
+    records.host_cpu.cache_clear()
+    try:
+        cpu = records.host_cpu()
+    finally:
+        records.host_cpu.cache_clear()
+    assert cpu.endswith(f", {isa})") and cpu.startswith(fields.get("model name", ""))
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 cores")

@@ -30,9 +30,9 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "torch", "numpy")
 def machine_info() -> dict[str, Any]:
     """The machine, the versions, the allocator and the threads of this process, as they are
     (call it after the allocator and PyTorch's threads are set)."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}  # the last CPU's
+    from gatelab.records import cpu_info  # NumPy and the standard library only
+
+    fields = cpu_info()
     flags = fields.get("flags", "").split()
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     kib = next((int(line.split()[1]) for line in meminfo.splitlines() if "MemTotal" in line), 0)

@@ -263,6 +263,16 @@ def _header(
             ("- **Several code versions**: " if several else "- Code version: ")
             + "; ".join(versions)
         )
+    machines = sorted({str(m) for m in runs.get("config/resolved.machine", pd.Series()).dropna()})
+    if len(machines) > 1:  # records before the machine was recorded have none
+        lines.append(
+            "- **Runs from several machines** ("
+            + "; ".join(machines)
+            + "): XLA compiles for each machine's instruction set, so a seed trains to other "
+            "numbers on each; the spread between them is not all the variants'"
+        )
+    elif machines:
+        lines.append(f"- Machine: {machines[0]}")
     tasks = sorted({str(t) for t in runs.get("task", pd.Series()).dropna()})
     if len(tasks) > 1:
         lines.append(f"- **Several tasks in one report** ({', '.join(tasks)}): numbers mix them.")
